@@ -1,0 +1,155 @@
+"""Read any radiograph file into one float tensor in [0, 1], with clear errors for bad files.
+
+DICOM goes through pydicom (pylibjpeg decodes compressed transfer syntaxes): modality rescale, then the
+VOI LUT or window, then MONOCHROME1 inversion, so that air is always dark. PNG and JPEG go through
+Pillow: 8-bit, 16-bit (including 12-bit values stored in 16 bits) and RGB, which is reduced to gray.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from radsight.errors import DataError
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+# Stored bit depths that 16-bit containers commonly hold; the smallest that covers the data is used.
+_CONTAINER_DEPTHS = (10, 12, 14, 16)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Pixel-space facts about a file, kept in the Sample's meta."""
+
+    original_size: tuple[int, int]
+    bits_stored: int
+    pixel_spacing: tuple[float, float] | None = None
+    photometric: str = "MONOCHROME2"
+
+
+def read_image(path: str | Path, bits_stored: int | None = None) -> tuple[Tensor, ImageInfo]:
+    """Return a 1 x H x W float32 tensor in [0, 1] (dark = air) and the file's pixel-space facts.
+
+    ``bits_stored`` overrides the bit depth inferred for 16-bit PNGs (e.g. 12 for mammograms whose
+    brightest pixel is below 4095 in a particular image).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if _is_dicom(path):
+        array, info = _read_dicom(path)
+    else:
+        array, info = _read_pillow(path, bits_stored)
+    if not np.isfinite(array).all():
+        raise DataError(path, "image holds NaN or infinite pixel values")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None], info
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_pillow(path: Path, bits_stored: int | None) -> tuple[np.ndarray, ImageInfo]:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                image = image.convert("L")
+                mode = "L"
+            array = np.asarray(image)
+    except UnidentifiedImageError:
+        raise DataError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"corrupt or truncated image ({error})") from None
+    height, width = array.shape[:2]
+    if mode == "1":
+        raise DataError(path, "1-bit image: a radiograph needs at least 8 bits per pixel")
+    if mode == "F":
+        raise DataError(path, "floating-point image: store radiographs as 8- or 16-bit integers")
+    if mode == "L":
+        return array.astype(np.float32) / 255.0, ImageInfo((height, width), 8)
+    if mode.startswith("I"):
+        values = array.astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(path, f"pixel values {values.min()}..{values.max()} do not fit 16 bits")
+        depth = bits_stored or next(d for d in _CONTAINER_DEPTHS if values.max() < 2**d)
+        if values.max() >= 2**depth:
+            raise DataError(path, f"pixel value {values.max()} exceeds the stated {depth} bits")
+        return values.astype(np.float32) / float(2**depth - 1), ImageInfo((height, width), depth)
+    raise DataError(path, f"unsupported pixel mode {mode!r}")
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise DataError(path, "not a DICOM file (no DICM preamble)") from None
+    except (OSError, EOFError, ValueError) as error:
+        raise DataError(path, f"corrupt or truncated DICOM ({error})") from None
+    if "PixelData" not in dataset:
+        raise DataError(path, "DICOM has no pixel data (PixelData element missing)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = dataset.pixel_array
+    except Exception as error:  # decoders raise many types; all mean the pixel data is unusable
+        raise DataError(path, f"cannot decode DICOM pixel data ({type(error).__name__}: {error})") from None
+    if pixels.ndim != 2:
+        raise DataError(path, f"expected one grayscale frame, got pixel array of shape {pixels.shape}")
+    values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    has_voi = "WindowCenter" in dataset or "VOILUTSequence" in dataset
+    if has_voi:
+        values = apply_voi_lut(values, dataset, index=0).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        raise DataError(path, "DICOM image is constant: no contrast to read")
+    scaled = (values - low) / (high - low)
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    elif photometric != "MONOCHROME2":
+        raise DataError(path, f"unsupported photometric interpretation {photometric}")
+    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+    info = ImageInfo(
+        original_size=(int(pixels.shape[0]), int(pixels.shape[1])),
+        bits_stored=int(dataset.get("BitsStored", 16)),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing and min(spacing) > 0 else None,
+        photometric=photometric,
+    )
+    return scaled.astype(np.float32), info
+
+
+def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) -> Tensor:
+    """Read a binary mask file (any nonzero pixel is inside) as an H x W bool tensor.
+
+    ``expected_size`` is the (height, width) of the image the mask belongs to; a mismatch is an error,
+    never a silent resize.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "mask file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            array = np.asarray(image.convert("L") if image.mode not in ("L", "1") else image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"corrupt or unreadable mask ({error})") from None
+    size = (int(array.shape[0]), int(array.shape[1]))
+    if expected_size is not None and size != tuple(expected_size):
+        raise DataError(path, f"mask size {size[1]}x{size[0]} differs from its image {expected_size[1]}x{expected_size[0]}")
+    return torch.from_numpy(array > 0)

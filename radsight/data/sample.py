@@ -1,0 +1,159 @@
+"""The one record every dataset yields, and the batch every method consumes.
+
+Absent annotations stay ``None`` (per sample) or NaN with a validity flag (in a batch), so that a
+missing label, mask or gaze map can never be mistaken for a negative one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from radsight.errors import DataError
+
+
+@dataclass
+class SampleMeta:
+    """Where a sample came from; ``original_size`` is (height, width) of the file as stored."""
+
+    source: str
+    path: str
+    patient_id: str
+    view: str | None = None
+    original_size: tuple[int, int] | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    """One image with every kind of expert signal it has.
+
+    - ``image``: 1 x H x W float32 in [0, 1].
+    - ``labels``: float vector over the source's ``label_names``; 1 positive, 0 negative, NaN not annotated.
+    - ``boxes``: N x 4 float, xyxy in pixels of ``image``; ``box_labels`` names each box.
+    - ``masks``: named H x W bool masks in the frame of ``image`` (lesions, lungs...).
+    - ``fixations``: N x 3 float, (x, y, duration in seconds) in pixels of ``image``.
+    - ``report``: free text written about the image.
+    """
+
+    image: Tensor
+    meta: SampleMeta
+    labels: Tensor | None = None
+    boxes: Tensor | None = None
+    box_labels: list[str] | None = None
+    masks: dict[str, Tensor] | None = None
+    fixations: Tensor | None = None
+    report: str | None = None
+    gaze_map: Tensor | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the image as it is now."""
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+    def replace(self, **changes: Any) -> Sample:
+        return replace(self, **changes)
+
+
+@dataclass
+class Batch:
+    """Samples stacked for a model.
+
+    Images must share a size (transforms ensure it). Labels of samples without labels become NaN rows;
+    gaze maps and named masks are stacked with NaN for samples that lack them, and a bool vector says
+    which rows are real. Variable-length annotations stay per-sample lists with ``None`` for absent.
+    """
+
+    images: Tensor
+    labels: Tensor | None
+    boxes: list[Tensor | None]
+    box_labels: list[list[str] | None]
+    masks: dict[str, Tensor]
+    mask_valid: dict[str, Tensor]
+    gaze_maps: Tensor | None
+    gaze_valid: Tensor | None
+    fixations: list[Tensor | None]
+    reports: list[str | None]
+    meta: list[SampleMeta]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move the tensors a model consumes; per-sample lists stay where they are."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return replace(
+            self,
+            images=self.images.to(device, non_blocking=True),
+            labels=move(self.labels),
+            masks={k: v.to(device) for k, v in self.masks.items()},
+            mask_valid={k: v.to(device) for k, v in self.mask_valid.items()},
+            gaze_maps=move(self.gaze_maps),
+            gaze_valid=move(self.gaze_valid),
+        )
+
+
+def _stack_optional(items: list[Tensor | None], like: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """Stack per-sample tensors, filling absent ones with NaN; None when no sample has one."""
+    present = [t for t in items if t is not None]
+    if not present:
+        return None, None
+    shape = present[0].shape
+    for t in present:
+        if t.shape != shape:
+            raise ValueError(f"cannot batch annotations of shapes {tuple(shape)} and {tuple(t.shape)}")
+    nan = torch.full(shape, float("nan"), dtype=torch.float32, device=like.device)
+    stacked = torch.stack([nan if t is None else t.to(torch.float32) for t in items])
+    valid = torch.tensor([t is not None for t in items], dtype=torch.bool)
+    return stacked, valid
+
+
+def collate(items: list[Sample | None]) -> Batch:
+    """Stack samples into a Batch, keeping absent annotations absent (NaN plus a validity flag).
+
+    ``None`` items are bad files a source skipped (``on_bad_file="skip"``); they are dropped here.
+    """
+    samples = [s for s in items if s is not None]
+    if not samples:
+        raise DataError(None, f"all {len(items)} samples of a batch were bad files that were skipped")
+    sizes = {s.size for s in samples}
+    if len(sizes) > 1:
+        raise ValueError(f"images of different sizes {sorted(sizes)} in one batch: add a resize transform")
+    images = torch.stack([s.image for s in samples])
+    label_lengths = {int(s.labels.numel()) for s in samples if s.labels is not None}
+    if len(label_lengths) > 1:
+        raise ValueError(f"label vectors of different lengths {sorted(label_lengths)} in one batch")
+    labels = None
+    if label_lengths:
+        (n,) = label_lengths
+        labels = torch.stack(
+            [s.labels.float() if s.labels is not None else torch.full((n,), float("nan")) for s in samples]
+        )
+    mask_names = sorted({name for s in samples for name in (s.masks or {})})
+    masks: dict[str, Tensor] = {}
+    mask_valid: dict[str, Tensor] = {}
+    for name in mask_names:
+        stacked, valid = _stack_optional([(s.masks or {}).get(name) for s in samples], images)
+        assert stacked is not None and valid is not None
+        masks[name], mask_valid[name] = stacked, valid
+    gaze_maps, gaze_valid = _stack_optional([s.gaze_map for s in samples], images)
+    return Batch(
+        images=images,
+        labels=labels,
+        boxes=[s.boxes for s in samples],
+        box_labels=[s.box_labels for s in samples],
+        masks=masks,
+        mask_valid=mask_valid,
+        gaze_maps=gaze_maps,
+        gaze_valid=gaze_valid,
+        fixations=[s.fixations for s in samples],
+        reports=[s.report for s in samples],
+        meta=[s.meta for s in samples],
+    )

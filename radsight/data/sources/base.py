@@ -1,0 +1,191 @@
+"""What every dataset source shares: rows scanned and validated up front, files read lazily.
+
+A source subclass only turns its files into a list of ``Record`` (cheap metadata) in ``_scan``. Reading
+the image, checking annotations against it, applying the transform and handling bad files happen here,
+once, for every source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from radsight.data.io import read_image, read_mask
+from radsight.data.sample import Sample, SampleMeta
+from radsight.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+BadFilePolicy = Literal["raise", "skip"]
+Transform = Callable[[Sample], Sample]
+
+
+@dataclass
+class Record:
+    """One row of a source before its image is read; coordinates are in the file's pixels."""
+
+    image_path: Path
+    patient_id: str
+    labels: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    box_labels: list[str] | None = None
+    mask_paths: dict[str, Path] = field(default_factory=dict)
+    fixations: np.ndarray | None = None
+    report: str | None = None
+    view: str | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_csv(path: Path, required: Sequence[str], **kwargs: Any) -> pd.DataFrame:
+    """Read a CSV and fail, naming the file and the columns, when required columns are missing."""
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise DataError(path, f"cannot parse CSV ({error})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing required column(s) {missing}; found {list(frame.columns)}")
+    return frame
+
+
+def select_labels(available: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
+    """Validate a user's label list against a source's; None keeps them all."""
+    if wanted is None:
+        return list(available)
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise ConfigError(f"unknown label name(s) {unknown}; this source knows {list(available)}")
+    return list(wanted)
+
+
+class SourceDataset(Dataset):
+    """A ``Dataset`` of ``Sample`` built from a root folder; subclasses implement ``_scan``.
+
+    ``on_bad_file="skip"`` logs the file and its problem and yields ``None`` for it, which ``collate``
+    drops; the default ``"raise"`` stops with the file's name. Either way no bad image becomes zeros.
+    """
+
+    name: ClassVar[str] = "source"
+    all_labels: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        labels: Sequence[str] | None = None,
+        transform: Transform | None = None,
+        on_bad_file: BadFilePolicy = "raise",
+        **options: Any,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(self.root, f"{self.name} root folder not found")
+        if on_bad_file not in ("raise", "skip"):
+            raise ConfigError(f"on_bad_file must be 'raise' or 'skip', not {on_bad_file!r}")
+        self.label_names = select_labels(self.all_labels, labels)
+        self.transform = transform
+        self.on_bad_file = on_bad_file
+        self.options = options
+        self.skipped: list[str] = []
+        self.records = self._select(self._scan())
+        if not self.records:
+            raise DataError(self.root, f"{self.name}: no samples left after filtering")
+
+    def _scan(self) -> list[Record]:
+        """Read the source's index files into records with labels over ``all_labels``."""
+        raise NotImplementedError
+
+    def _select(self, records: list[Record]) -> list[Record]:
+        """Reduce label vectors from ``all_labels`` to the chosen ``label_names``."""
+        if list(self.label_names) == list(self.all_labels):
+            return records
+        index = [self.all_labels.index(name) for name in self.label_names]
+        for record in records:
+            if record.labels is not None:
+                record.labels = record.labels[index]
+        return records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return [r.patient_id for r in self.records]
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """N x C labels (NaN where not annotated), for splits and counts without reading images."""
+        nan = np.full(len(self.label_names), np.nan, dtype=np.float32)
+        return np.stack([nan if r.labels is None else r.labels.astype(np.float32) for r in self.records])
+
+    def __getitem__(self, index: int) -> Sample | None:
+        record = self.records[index]
+        try:
+            sample = self.load(record)
+        except DataError as error:
+            if self.on_bad_file == "raise":
+                raise
+            log.warning("skipping bad file: %s", error)
+            self.skipped.append(str(error))
+            return None
+        return self.transform(sample) if self.transform is not None else sample
+
+    def load(self, record: Record) -> Sample:
+        """Read one record's image and annotations, checking that they fit the image."""
+        image, info = read_image(record.image_path, **self.options.get("read_options", {}))
+        height, width = info.original_size
+        boxes = None
+        if record.boxes is not None and len(record.boxes):
+            boxes = torch.as_tensor(np.asarray(record.boxes, dtype=np.float32)).reshape(-1, 4)
+            check_boxes(boxes, (height, width), record.image_path)
+        masks = {name: read_mask(path, (height, width)) for name, path in record.mask_paths.items()}
+        fixations = None
+        if record.fixations is not None:
+            fixations = torch.as_tensor(np.asarray(record.fixations, dtype=np.float32)).reshape(-1, 3)
+        spacing = record.pixel_spacing or info.pixel_spacing
+        labels = None if record.labels is None else torch.as_tensor(record.labels, dtype=torch.float32)
+        meta = SampleMeta(
+            source=self.name,
+            path=str(record.image_path),
+            patient_id=record.patient_id,
+            view=record.view,
+            original_size=(height, width),
+            pixel_spacing=spacing,
+            extra={"bits_stored": info.bits_stored, **record.extra},
+        )
+        return Sample(
+            image=image,
+            meta=meta,
+            labels=labels,
+            boxes=boxes,
+            box_labels=record.box_labels if boxes is not None else None,
+            masks=masks or None,
+            fixations=fixations,
+            report=record.report,
+        )
+
+
+def check_boxes(boxes: torch.Tensor, size: tuple[int, int], path: str | Path, tolerance: float = 1.0) -> None:
+    """Reject degenerate boxes and boxes outside the image (beyond ``tolerance`` pixels of rounding)."""
+    height, width = size
+    if not torch.isfinite(boxes).all():
+        raise DataError(path, "box coordinates contain NaN or infinity")
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    if bool(((x1 <= x0) | (y1 <= y0)).any()):
+        raise DataError(path, f"degenerate box (x1<=x0 or y1<=y0): {boxes.tolist()}")
+    outside = (x0 < -tolerance) | (y0 < -tolerance) | (x1 > width + tolerance) | (y1 > height + tolerance)
+    if bool(outside.any()):
+        bad = boxes[outside][0].tolist()
+        raise DataError(path, f"box {[round(v, 1) for v in bad]} lies outside the {width}x{height} image")
