@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,3 +22,21 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.fail(f"RADSIGHT_DATA={value} is not a folder")
     return root
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Callable[..., Path]:
+    """Make a dataset folder in tmp_path whose entries link to the real one, except the CSVs that
+    ``edits`` rewrites, so a test can break one index file without copying any image."""
+
+    def make(source: Path, edits: dict[str, Callable[[pd.DataFrame], pd.DataFrame]]) -> Path:
+        root = tmp_path / source.name
+        root.mkdir()
+        for entry in source.iterdir():
+            if entry.name in edits:
+                edits[entry.name](pd.read_csv(entry)).to_csv(root / entry.name, index=False)
+            else:
+                (root / entry.name).symlink_to(entry)
+        return root
+
+    return make

@@ -51,6 +51,37 @@ def read_image(path: str | Path, bits_stored: int | None = None) -> tuple[Tensor
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None], info
 
 
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """Return (height, width) from the file's header alone, cheap enough to call for every row of an index.
+
+    Sources need it when annotations must be mapped into the image frame before any pixel is read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if _is_dicom(path):
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            raise DataError(path, "not a DICOM file (no DICM preamble)") from None
+        except (OSError, EOFError, ValueError) as error:
+            raise DataError(path, f"corrupt or truncated DICOM ({error})") from None
+        if "Rows" not in dataset or "Columns" not in dataset:
+            raise DataError(path, "DICOM header has no Rows/Columns")
+        return int(dataset.Rows), int(dataset.Columns)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except UnidentifiedImageError:
+        raise DataError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"corrupt or truncated image ({error})") from None
+    return height, width
+
+
 def _is_dicom(path: Path) -> bool:
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
@@ -151,5 +182,8 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
         raise DataError(path, f"corrupt or unreadable mask ({error})") from None
     size = (int(array.shape[0]), int(array.shape[1]))
     if expected_size is not None and size != tuple(expected_size):
-        raise DataError(path, f"mask size {size[1]}x{size[0]} differs from its image {expected_size[1]}x{expected_size[0]}")
+        raise DataError(
+            path,
+            f"mask size {size[1]}x{size[0]} differs from its image {expected_size[1]}x{expected_size[0]}",
+        )
     return torch.from_numpy(array > 0)

@@ -1,0 +1,29 @@
+"""Source registry: recipe names to dataset classes, imported on first use so a missing optional
+dependency of one source never breaks another."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from radsight.errors import ConfigError
+
+SOURCES = {
+    "phantom": "radsight.data.phantoms:PhantomChestXray",
+    "covid": "radsight.data.sources.covid:CovidChestXray",
+    "nih": "radsight.data.sources.nih:NIHChestXray14",
+    "nyu_mammo": "radsight.data.sources.nyu_mammo:NYUMammo",
+    "iu_xray": "radsight.data.sources.iu_xray:IUXray",
+    "egd": "radsight.data.sources.egd:EGDCXR",
+    "reflacx": "radsight.data.sources.reflacx:REFLACX",
+    "chexpert": "radsight.data.sources.chexpert:CheXpert",
+    "mimic_cxr_jpg": "radsight.data.sources.mimic:MIMICCXRJPG",
+    "manifest": "radsight.data.sources.manifest:ManifestDataset",
+}
+
+
+def source_class(name: str) -> Any:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown data source {name!r}; known sources: {sorted(SOURCES)}")
+    module, attribute = SOURCES[name].split(":")
+    return getattr(import_module(module), attribute)

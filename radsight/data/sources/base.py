@@ -8,7 +8,8 @@ once, for every source.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,6 +61,31 @@ def read_csv(path: Path, required: Sequence[str], **kwargs: Any) -> pd.DataFrame
     return frame
 
 
+def cell_value(cell: Any) -> Any:
+    """A table cell as a plain Python value, with pandas' NaN for an empty cell as None."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    return cell.item() if isinstance(cell, np.generic) else cell
+
+
+def cell_text(cell: Any) -> str | None:
+    """A free-text cell stripped, with empty or missing text as None."""
+    value = cell_value(cell)
+    return (str(value).strip() or None) if value is not None else None
+
+
+def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> np.ndarray:
+    """The columns as an N x C float64 array (blank cells NaN); a cell that is not a number is a DataError."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for j, column in enumerate(columns):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any():
+            raise DataError(path, f"column {column!r} holds {frame[column][bad].iloc[0]!r}, not a number")
+        out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
 def select_labels(available: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
     """Validate a user's label list against a source's; None keeps them all."""
     if wanted is None:
@@ -68,6 +94,36 @@ def select_labels(available: Sequence[str], wanted: Sequence[str] | None) -> lis
     if unknown:
         raise ConfigError(f"unknown label name(s) {unknown}; this source knows {list(available)}")
     return list(wanted)
+
+
+def drop_missing_images(records: list[Record], source: str) -> list[Record]:
+    """Keep records whose image file exists; extracts and partial downloads often lack some files."""
+    kept = [r for r in records if r.image_path.is_file()]
+    if len(kept) < len(records):
+        missing = len(records) - len(kept)
+        log.warning("%s: dropped %d of %d rows whose image file is missing", source, missing, len(records))
+    return kept
+
+
+def multi_hot(positives: Iterable[str], label_names: Sequence[str], path: Path, where: str) -> np.ndarray:
+    """0/1 float32 vector over ``label_names``; an unknown name is a DataError naming the file and row."""
+    vector = np.zeros(len(label_names), dtype=np.float32)
+    for name in positives:
+        if name not in label_names:
+            raise DataError(path, f"{where}: unknown label {name!r}; expected one of {list(label_names)}")
+        vector[label_names.index(name)] = 1.0
+    return vector
+
+
+def boxes_by_image(
+    frame: pd.DataFrame, key: str, xywh: Sequence[str], label: str
+) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Group (x, y, width, height) rows by image into N x 4 xyxy arrays and their labels."""
+    grouped: dict[str, tuple[np.ndarray, list[str]]] = {}
+    for name, rows in frame.groupby(key, sort=False):
+        x, y, w, h = (rows[column].to_numpy(np.float32) for column in xywh)
+        grouped[str(name)] = (np.stack([x, y, x + w, y + h], axis=1), rows[label].astype(str).tolist())
+    return grouped
 
 
 class SourceDataset(Dataset):

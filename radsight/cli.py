@@ -1,0 +1,202 @@
+"""The ``radsight`` command: demo, train, evaluate, predict and data inspection.
+
+Every user-facing failure is a RadsightError, printed as one line (file and problem) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from radsight.errors import RadsightError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+SetOption = Annotated[list[str], typer.Option("--set", help="override a recipe field: key.sub=value")]
+
+
+def reports_errors(command: F) -> F:
+    """Turn RadsightError into a one-line message and exit code 2, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(
+            level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+        )
+        try:
+            return command(*args, **kwargs)
+        except RadsightError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def builtin_recipe(name: str) -> Path:
+    """Path of a recipe shipped inside the package (recipes/ in the repository points there)."""
+    return Path(str(resources.files("radsight") / "recipes" / name))
+
+
+def _train_and_evaluate(
+    recipe_path: Path, out: Path, overrides: list[str], resume: bool, evaluate: bool
+) -> None:
+    from radsight.config import load_recipe
+    from radsight.evaluate import evaluate as run_evaluation
+    from radsight.train import train
+
+    recipe = load_recipe(recipe_path, overrides)
+    result = train(recipe, out, resume=resume)
+    if evaluate and result.is_global_zero:
+        metrics = run_evaluation(
+            result.method,
+            result.splits.test,
+            out,
+            recipe.evaluation,
+            title=f"{recipe.name}: test split",
+            batch_size=recipe.data.batch_size,
+            seed=recipe.seed,
+        )
+        _print_headline(metrics, out)
+
+
+def _print_headline(metrics: dict[str, Any], out: Path) -> None:
+    table = Table(title="test metrics (95% CI over patients)")
+    table.add_column("metric")
+    table.add_column("value")
+    for section in metrics.values():
+        for key, value in section.items():
+            if key.endswith(("_macro", "accuracy")) and isinstance(value, float):
+                low, high = section.get(f"{key}_ci_low"), section.get(f"{key}_ci_high")
+                ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+                table.add_row(key, f"{value:.3f}{ci}")
+    Console().print(table)
+    Console().print(f"report: {out / 'report.md'}")
+
+
+@app.command()
+@reports_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the model, metrics and report")] = Path("demo"),
+    overrides: SetOption = [],  # noqa: B006 - typer reads the default, it is never mutated
+) -> None:
+    """Generate phantoms, train the baseline, evaluate it on held-out phantoms and write the report."""
+    _train_and_evaluate(builtin_recipe("baseline_cpu.yaml"), out, overrides, resume=False, evaluate=True)
+
+
+@app.command()
+@reports_errors
+def train(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    out: Annotated[Path, typer.Option(help="run folder")],
+    overrides: SetOption = [],  # noqa: B006
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
+    evaluate: Annotated[bool, typer.Option(help="evaluate on the test split afterwards")] = True,
+) -> None:
+    """Train a recipe (all its stages), export the model and evaluate it on the test split."""
+    _train_and_evaluate(recipe, out, overrides, resume=resume, evaluate=evaluate)
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    model: Annotated[Path, typer.Option(help="model folder (model.safetensors + config.json)")],
+    out: Annotated[Path, typer.Option(help="folder for metrics.json, report.md/html and plots")],
+    source: Annotated[
+        str | None, typer.Option(help="data source name; default: the model's own test split")
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="the source's root folder")] = None,
+    options: SetOption = [],  # noqa: B006
+    n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for the CIs")] = None,
+) -> None:
+    """Evaluate a trained model on a dataset source, or on its recipe's test split."""
+    from radsight.config import SourceSpec
+    from radsight.data.assemble import LabelledUnion, build_source, build_splits
+    from radsight.data.transforms import build_transforms
+    from radsight.evaluate import evaluate as run_evaluation
+    from radsight.train import load_method
+
+    method, recipe = load_method(model)
+    config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
+    if source is None:
+        dataset = build_splits(recipe.data, recipe.seed).test
+        title = f"{recipe.name}: test split"
+    else:
+        spec = SourceSpec(
+            name=source, root=None if root is None else str(root), options=_parse_options(options)
+        )
+        transform = build_transforms(
+            recipe.data.image_size, train=False, augment=False, gaze_sigma_fraction=None
+        )
+        dataset = LabelledUnion([build_source(spec)], [source], method.label_names, transform, partial=True)
+        title = f"{recipe.name} on {source}"
+    metrics = run_evaluation(method, dataset, out, config, title=title, batch_size=recipe.data.batch_size)
+    _print_headline(metrics, out)
+
+
+@app.command()
+@reports_errors
+def predict(
+    model: Annotated[Path, typer.Option(help="model folder")],
+    files: Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")],
+    out: Annotated[Path, typer.Option(help="folder for predictions.json and overlays")],
+    explain: Annotated[
+        str, typer.Option(help="map drawn on each file: gradcam, gradcam++, hirescam, ig, native")
+    ] = "",
+) -> None:
+    """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels."""
+    from radsight.predict import predict_files
+
+    written = predict_files(model, files, out, explain or None)
+    Console().print(f"wrote {written}")
+
+
+@data_app.command("inspect")
+@reports_errors
+def inspect_data(
+    source: Annotated[str, typer.Option(help="data source name")],
+    out: Annotated[Path, typer.Option(help="folder for summary.json and contact_sheet.png")],
+    root: Annotated[Path | None, typer.Option(help="the source's root folder")] = None,
+    options: SetOption = [],  # noqa: B006
+    max_images: Annotated[int, typer.Option(help="images on the contact sheet")] = 16,
+) -> None:
+    """Count labels and annotation coverage, and draw a contact sheet with boxes, masks and gaze."""
+    from radsight.config import SourceSpec
+    from radsight.inspect import inspect_source
+
+    spec = SourceSpec(name=source, root=None if root is None else str(root), options=_parse_options(options))
+    summary = inspect_source(spec, out, max_images=max_images)
+    table = Table(title=f"{source}: {summary['images']} images, {summary['patients']} patients")
+    for column in ("label", "positive", "negative", "not annotated"):
+        table.add_column(column)
+    for label, counts in summary["labels"].items():
+        table.add_row(label, *(str(counts[k]) for k in ("positive", "negative", "not_annotated")))
+    Console().print(table)
+    Console().print(json.dumps(summary["coverage"]))
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    from radsight.config import apply_overrides
+
+    return apply_overrides({}, items) if items else {}
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

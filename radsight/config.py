@@ -1,0 +1,159 @@
+"""Recipes: one YAML file fully describes a run, validated by pydantic before anything starts.
+
+A recipe names its data sources, the label list, the method and its model options, the training
+stages in order, the trainer (devices, strategy, precision) and the evaluation. ``--set a.b=value``
+overrides any field from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from radsight.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, so a typo in a recipe never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(Strict):
+    """One dataset source: its registry name, root folder and keyword options."""
+
+    name: str
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(Strict):
+    sources: list[SourceSpec]
+    labels: list[str]
+    image_size: tuple[int, int] = (224, 224)
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    budget: int | None = Field(None, description="labelled images per class kept in the training split")
+    augment: bool = True
+    gaze_sigma_fraction: float | None = None
+    batch_size: int = 16
+    num_workers: int = 0
+    on_bad_file: Literal["raise", "skip"] = "raise"
+
+    @field_validator("split")
+    @classmethod
+    def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(value) - 1.0) > 1e-6 or min(value) < 0:
+            raise ValueError(f"split fractions must be non-negative and sum to 1, got {value}")
+        return value
+
+
+class StageConfig(Strict):
+    """A named training step with its own optimiser settings; methods define what each name trains."""
+
+    name: str
+    epochs: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    scheduler: Literal["none", "cosine", "plateau"] = "cosine"
+
+
+class TrainerConfig(Strict):
+    """Passed to Lightning's Trainer: the same recipe runs on a laptop CPU or many GPU nodes."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    limit_train_batches: int | float | None = None
+    gradient_clip_val: float | None = None
+    progress_bar: bool = True
+
+
+class EvaluationConfig(Strict):
+    n_boot: int = 1000
+    explain: Literal["gradcam", "gradcam++", "hirescam", "ig", "native"] = "gradcam"
+    threshold: float | None = None
+
+
+class Recipe(Strict):
+    name: str
+    method: str = "supervised"
+    task: Literal["multilabel", "multiclass"] = "multilabel"
+    seed: int = 0
+    data: DataConfig
+    model: dict[str, Any] = Field(default_factory=dict)
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="classify")])
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str) -> str:
+    """Replace ``${VAR}`` with the environment's value; an unset variable is a clear error."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"recipe refers to ${{{name}}} but the environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (numbers, lists, booleans)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        node: Any = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"--set {key}: {part!r} is not a section of the recipe")
+        last = parts[-1]
+        value = yaml.safe_load(text)
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {key}: cannot set {last!r} there")
+    return raw
+
+
+def parse_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
+    """Validate a recipe dict, turning pydantic's report into one readable error."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise ConfigError(f"{origin}: invalid recipe ({problems})") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    return parse_recipe(apply_overrides(raw, overrides or []), str(path))

@@ -1,0 +1,157 @@
+"""Turn a recipe's data section into train/val/test datasets: sources joined, labels mapped by name,
+patient-level splits, an optional label budget, and the transform pipeline."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from radsight.config import DataConfig, SourceSpec, expand_env
+from radsight.data.sample import Sample
+from radsight.data.sources import source_class
+from radsight.data.splits import label_budget_subsets, patient_split
+from radsight.data.transforms import build_transforms
+from radsight.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def build_source(spec: SourceSpec, on_bad_file: str = "raise") -> Any:
+    """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not)."""
+    cls = source_class(spec.name)
+    if "root" not in inspect.signature(cls).parameters:
+        return cls(**spec.options)
+    if spec.root is None:
+        raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
+    return cls(Path(expand_env(spec.root)), on_bad_file=on_bad_file, **spec.options)
+
+
+class LabelledUnion(Dataset):
+    """Several sources seen as one, with each source's labels mapped by name onto ``label_names``.
+
+    A recipe label that a source does not annotate is NaN for that source's images (torchxrayvision's
+    harmonisation), so losses and metrics skip it rather than counting it negative. ``partial`` accepts
+    labels no source knows as long as one label is shared (evaluating a model on another dataset).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Any],
+        names: Sequence[str],
+        label_names: Sequence[str],
+        transform: Callable[[Sample], Sample] | None = None,
+        *,
+        partial: bool = False,
+    ) -> None:
+        known = {label for source in sources for label in source.label_names}
+        unknown = [label for label in label_names if label not in known]
+        if unknown and not (partial and len(unknown) < len(label_names)):
+            raise ConfigError(f"unknown label name(s) {unknown} in recipe; the sources know {sorted(known)}")
+        self.sources = list(sources)
+        self.names = list(names)
+        self.label_names = list(label_names)
+        self.transform = transform
+        self._maps = [
+            np.array([list(s.label_names).index(n) if n in s.label_names else -1 for n in label_names])
+            for s in self.sources
+        ]
+        self._index = [(k, i) for k, source in enumerate(self.sources) for i in range(len(source))]
+
+    def with_transform(self, transform: Callable[[Sample], Sample] | None) -> LabelledUnion:
+        """The same samples under another pipeline (train and eval views share their sources)."""
+        view = object.__new__(LabelledUnion)
+        view.__dict__.update(self.__dict__)
+        view.transform = transform
+        return view
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _remap(self, k: int, labels: np.ndarray) -> np.ndarray:
+        mapping = self._maps[k]
+        out = np.full(len(mapping), np.nan, dtype=np.float32)
+        present = mapping >= 0
+        out[present] = labels[mapping[present]]
+        return out
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return [
+            f"{name}:{pid}" for name, s in zip(self.names, self.sources, strict=True) for pid in s.patient_ids
+        ]
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        return np.concatenate(
+            [np.stack([self._remap(k, row) for row in s.label_matrix]) for k, s in enumerate(self.sources)]
+        )
+
+    def __getitem__(self, index: int) -> Sample | None:
+        k, i = self._index[index]
+        sample = self.sources[k][i]
+        if sample is None:
+            return None
+        if sample.labels is not None:
+            sample = sample.replace(labels=torch.from_numpy(self._remap(k, sample.labels.numpy())))
+        sample.meta.patient_id = f"{self.names[k]}:{sample.meta.patient_id}"
+        return self.transform(sample) if self.transform is not None else sample
+
+
+@dataclass
+class DataSplits:
+    """Train/val/test views of one union, plus the indices that define them (saved with the run)."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    label_names: list[str]
+    indices: dict[str, list[int]]
+
+
+def build_splits(data: DataConfig, seed: int) -> DataSplits:
+    sources = [build_source(spec, data.on_bad_file) for spec in data.sources]
+    union = LabelledUnion(sources, [spec.name for spec in data.sources], data.labels)
+    labels = union.label_matrix
+    split = patient_split(union.patient_ids, fractions=data.split, seed=seed)
+    train_index = np.asarray(split["train"])
+    if data.budget is not None:
+        subset = label_budget_subsets(labels[train_index], [data.budget], seed=seed)[data.budget]
+        train_index = train_index[np.asarray(subset)]
+    for name, index in (("train", train_index), ("val", split["val"]), ("test", split["test"])):
+        if len(index) == 0 and (name != "val" or data.split[1] > 0):
+            raise DataError(None, f"the {name} split is empty: the dataset has {len(union)} images")
+    train_view = union.with_transform(
+        build_transforms(
+            data.image_size, train=True, augment=data.augment, gaze_sigma_fraction=data.gaze_sigma_fraction
+        )
+    )
+    eval_view = union.with_transform(
+        build_transforms(
+            data.image_size, train=False, augment=False, gaze_sigma_fraction=data.gaze_sigma_fraction
+        )
+    )
+    log.info(
+        "splits by patient: train %d, val %d, test %d images",
+        len(train_index),
+        len(split["val"]),
+        len(split["test"]),
+    )
+    return DataSplits(
+        train=Subset(train_view, train_index.tolist()),
+        val=Subset(eval_view, list(map(int, split["val"]))),
+        test=Subset(eval_view, list(map(int, split["test"]))),
+        label_names=list(data.labels),
+        indices={
+            "train": train_index.tolist(),
+            "val": list(map(int, split["val"])),
+            "test": list(map(int, split["test"])),
+        },
+    )

@@ -1,0 +1,321 @@
+"""Geometry that moves an image together with its boxes, masks and fixations, on torchvision v2.
+
+Every transform here maps ``Sample -> Sample``. The image, the boxes (``BoundingBoxes``, XYXY), the
+masks (one stacked ``Mask``) and the fixations (``KeyPoints``) go through one v2 call, so they share the
+same random parameters. Coordinates are continuous pixels: column ``j`` covers ``[j, j + 1)``.
+
+After each geometric step, boxes are clipped to the image and dropped with their labels when narrower
+or shorter than one pixel; fixations outside the image are dropped. Randomness comes from torch's
+global generator, so ``torch.manual_seed`` (and DataLoader worker seeding) makes it reproducible.
+``GazeMap`` turns the fixations into ``sample.gaze_map``; put it after the geometry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from radsight.data.gaze import fixations_to_map
+from radsight.data.sample import Sample
+from radsight.errors import DataError
+
+MIN_BOX_SIZE = 1.0
+"""Boxes narrower or shorter than this many pixels after clipping are degenerate and dropped."""
+
+LETTERBOX_KEY = "letterbox"
+"""Key of ``sample.meta.extra`` holding the ``LetterboxInfo`` of the latest letterbox."""
+
+
+def _pack(sample: Sample) -> dict[str, Any]:
+    """The sample's spatial parts as tv_tensors, ready for one v2 call."""
+    canvas = sample.size
+    data: dict[str, Any] = {"image": tv_tensors.Image(sample.image)}
+    if sample.boxes is not None:
+        data["boxes"] = tv_tensors.BoundingBoxes(
+            sample.boxes.reshape(-1, 4), format="XYXY", canvas_size=canvas, clamping_mode=None
+        )
+    if sample.masks:
+        data["masks"] = tv_tensors.Mask(torch.stack([m.to(torch.uint8) for m in sample.masks.values()]))
+    if sample.fixations is not None:
+        data["points"] = tv_tensors.KeyPoints(sample.fixations[:, :2].reshape(-1, 2), canvas_size=canvas)
+    return data
+
+
+def _unpack(sample: Sample, data: dict[str, Any]) -> Sample:
+    """Write transformed parts back, clipping/dropping boxes and dropping fixations outside the image.
+
+    A letterbox mapping recorded earlier no longer describes the geometry, so it is removed.
+    """
+    image = data["image"].as_subclass(Tensor)
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    changes: dict[str, Any] = {"image": image}
+    if "boxes" in data:
+        boxes = data["boxes"].as_subclass(Tensor).clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIZE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIZE)
+        changes["boxes"] = boxes[keep]
+        if sample.box_labels is not None:
+            changes["box_labels"] = [
+                name for name, kept in zip(sample.box_labels, keep.tolist(), strict=True) if kept
+            ]
+    if "masks" in data:
+        stacked = data["masks"].as_subclass(Tensor).bool()
+        changes["masks"] = dict(zip(sample.masks or {}, stacked, strict=True))
+    if "points" in data:
+        assert sample.fixations is not None
+        fixations = torch.cat([data["points"].as_subclass(Tensor), sample.fixations[:, 2:]], dim=1)
+        x, y = fixations[:, 0], fixations[:, 1]
+        changes["fixations"] = fixations[(x >= 0) & (x < width) & (y >= 0) & (y < height)]
+    if LETTERBOX_KEY in sample.meta.extra:
+        extra = {k: v for k, v in sample.meta.extra.items() if k != LETTERBOX_KEY}
+        changes["meta"] = replace(sample.meta, extra=extra)
+    return sample.replace(**changes)
+
+
+class JointTransform:
+    """Apply a torchvision v2 transform to a sample's image, boxes, masks and fixations in one call."""
+
+    def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.transform = transform
+
+    def __call__(self, sample: Sample) -> Sample:
+        return _unpack(sample, self.transform(_pack(sample)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform})"
+
+
+class _Resize(v2.Resize):
+    """``v2.Resize`` whose masks sample pixel centres (nearest-exact) instead of top-left corners.
+
+    Plain nearest shifts a downscaled mask by up to half an output pixel against its box and image.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return self._call_kernel(F.resize, inpt, self.size, interpolation=InterpolationMode.NEAREST_EXACT)
+        return super().transform(inpt, params)
+
+
+class Resize(JointTransform):
+    """Resize to exactly (height, width), changing the aspect ratio if it differs."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(_Resize(list(size), antialias=True))
+
+
+class Pad(JointTransform):
+    """Pad by ``padding`` pixels: an int, (left/right, top/bottom) or (left, top, right, bottom)."""
+
+    def __init__(self, padding: int | Sequence[int], fill: float = 0.0) -> None:
+        super().__init__(v2.Pad(padding, fill=fill))
+
+
+class CenterCrop(JointTransform):
+    """Crop the central (height, width) region, zero-padding where the image is smaller."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(v2.CenterCrop(list(size)))
+
+
+class RandomCrop(JointTransform):
+    """Crop a random (height, width) region, zero-padding first where the image is smaller."""
+
+    def __init__(self, size: tuple[int, int], fill: float = 0.0) -> None:
+        super().__init__(v2.RandomCrop(list(size), pad_if_needed=True, fill=fill))
+
+
+class RandomAffine(JointTransform):
+    """Small rotation (degrees), translation (fraction of size) and scaling about the image centre."""
+
+    def __init__(
+        self,
+        degrees: float = 5.0,
+        translate: tuple[float, float] = (0.05, 0.05),
+        scale: tuple[float, float] = (0.95, 1.05),
+        fill: float = 0.0,
+    ) -> None:
+        super().__init__(
+            v2.RandomAffine(
+                degrees=degrees,
+                translate=translate,
+                scale=scale,
+                interpolation=InterpolationMode.BILINEAR,
+                fill=fill,
+            )
+        )
+
+
+class HorizontalFlip(JointTransform):
+    """Mirror left-right with probability ``p``.
+
+    Not in the default recipe: on chest films left and right are anatomy (the heart's side) and reports
+    name them. Fixations are flipped here as ``x -> W - x``, the continuous frame of boxes, because
+    torchvision flips ``KeyPoints`` as pixel indices (``x -> W - 1 - x``).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(v2.RandomHorizontalFlip(p=1.0))
+        self.p = p
+
+    def __call__(self, sample: Sample) -> Sample:
+        if float(torch.rand(())) >= self.p:
+            return sample
+        data = _pack(sample)
+        points = data.pop("points", None)
+        flipped = self.transform(data)
+        if points is not None:
+            xy = points.as_subclass(Tensor)
+            flipped["points"] = torch.stack([sample.size[1] - xy[:, 0], xy[:, 1]], dim=1)
+        return _unpack(sample, flipped)
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How a letterbox mapped the original image: ``x_new = x_old * scale_x + left`` (y likewise).
+
+    Kept in ``sample.meta.extra["letterbox"]`` so predictions can be drawn on the original image.
+    """
+
+    original_size: tuple[int, int]
+    size: tuple[int, int]
+    scale_x: float
+    scale_y: float
+    left: int
+    top: int
+
+    def to_original_coords(self, coords: Tensor) -> Tensor:
+        """Map points (..., 2) or xyxy boxes (..., 4) from the letterboxed image back to original pixels."""
+        coords = torch.as_tensor(coords, dtype=torch.float32)
+        pairs = coords.reshape(*coords.shape[:-1], -1, 2)
+        offset = torch.tensor([self.left, self.top], dtype=torch.float32)
+        scale = torch.tensor([self.scale_x, self.scale_y], dtype=torch.float32)
+        return ((pairs - offset) / scale).reshape(coords.shape)
+
+    def to_original_map(self, values: Tensor) -> Tensor:
+        """Map a (..., H, W) map (saliency, mask probability) back onto the original (h, w) grid.
+
+        The padding is cut off and the rest resized bilinearly; the map's sum is not preserved.
+        """
+        height, width = self.original_size
+        inner_h, inner_w = round(height * self.scale_y), round(width * self.scale_x)
+        inner = values[..., self.top : self.top + inner_h, self.left : self.left + inner_w]
+        lead = inner.shape[:-2]
+        flat = inner.reshape(-1, 1, inner_h, inner_w).float()
+        resized = nnf.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+        return resized.reshape(*lead, height, width)
+
+
+class Letterbox:
+    """Resize keeping the aspect ratio so the image fits (height, width), then pad evenly with ``fill``.
+
+    Records a ``LetterboxInfo`` in ``meta.extra["letterbox"]``; any later geometric step removes it.
+    """
+
+    def __init__(self, size: tuple[int, int], fill: float = 0.0) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.fill = fill
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.size
+        target_h, target_w = self.size
+        scale = min(target_h / height, target_w / width)
+        inner_h = min(target_h, max(1, round(height * scale)))
+        inner_w = min(target_w, max(1, round(width * scale)))
+        left, top = (target_w - inner_w) // 2, (target_h - inner_h) // 2
+        steps = v2.Compose(
+            [
+                _Resize([inner_h, inner_w], antialias=True),
+                v2.Pad([left, top, target_w - inner_w - left, target_h - inner_h - top], fill=self.fill),
+            ]
+        )
+        out = _unpack(sample, steps(_pack(sample)))
+        info = LetterboxInfo(
+            original_size=(height, width),
+            size=self.size,
+            scale_x=inner_w / width,
+            scale_y=inner_h / height,
+            left=left,
+            top=top,
+        )
+        return out.replace(meta=replace(out.meta, extra={**out.meta.extra, LETTERBOX_KEY: info}))
+
+    def __repr__(self) -> str:
+        return f"Letterbox(size={self.size}, fill={self.fill})"
+
+
+class RandomIntensity:
+    """Random gamma, contrast and brightness of the image only; factors drawn in ``[1 - x, 1 + x]``.
+
+    Stands in for differences between scanners and exposure; the result is clipped to [0, 1].
+    """
+
+    def __init__(self, brightness: float = 0.1, contrast: float = 0.1, gamma: float = 0.1) -> None:
+        self.brightness, self.contrast, self.gamma = brightness, contrast, gamma
+
+    def __call__(self, sample: Sample) -> Sample:
+        b, c, g = (
+            1 + (2 * torch.rand(3) - 1) * torch.tensor([self.brightness, self.contrast, self.gamma])
+        ).tolist()
+        image = F.adjust_gamma(sample.image, g)
+        image = F.adjust_contrast(image, c)
+        image = F.adjust_brightness(image, b)
+        return sample.replace(image=image.clamp(0, 1))
+
+    def __repr__(self) -> str:
+        return f"RandomIntensity(brightness={self.brightness}, contrast={self.contrast}, gamma={self.gamma})"
+
+
+class GazeMap:
+    """Turn fixations into ``sample.gaze_map`` (sums to 1); sigma is a fraction of the longer side.
+
+    Samples without fixations pass through with ``gaze_map`` left ``None``. A sample whose fixations
+    all lie outside the image raises ``DataError`` naming its file (a source may skip it).
+    """
+
+    def __init__(self, sigma_fraction: float, weight_by_duration: bool = True) -> None:
+        self.sigma_fraction = sigma_fraction
+        self.weight_by_duration = weight_by_duration
+
+    def __call__(self, sample: Sample) -> Sample:
+        if sample.fixations is None:
+            return sample
+        try:
+            gaze = fixations_to_map(
+                sample.fixations, sample.size, self.sigma_fraction * max(sample.size), self.weight_by_duration
+            )
+        except DataError as error:
+            raise DataError(sample.meta.path, error.problem) from None
+        return sample.replace(gaze_map=gaze)
+
+    def __repr__(self) -> str:
+        return f"GazeMap(sigma_fraction={self.sigma_fraction})"
+
+
+def build_transforms(
+    image_size: tuple[int, int],
+    train: bool,
+    augment: bool,
+    gaze_sigma_fraction: float | None,
+) -> Callable[[Sample], Sample]:
+    """The pipeline every recipe uses: letterbox, mild affine + intensity when training with
+    ``augment``, then the gaze map when ``gaze_sigma_fraction`` is given.
+
+    No flip (left/right is anatomy) and no crop (it could cut away the lesion a label refers to).
+    """
+    steps: list[Callable[[Sample], Sample]] = [Letterbox(image_size)]
+    if train and augment:
+        steps += [RandomAffine(), RandomIntensity()]
+    if gaze_sigma_fraction is not None:
+        steps.append(GazeMap(gaze_sigma_fraction))
+    return v2.Compose(steps)

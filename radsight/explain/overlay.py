@@ -1,0 +1,176 @@
+"""Pictures a radiologist can check: saliency over the gray image with boxes, mask contours and gaze.
+
+Drawing is done in numpy and PIL (no figure machinery), so thousands of overlays stay cheap.
+Colours: the saliency map through a matplotlib colormap blended with ``alpha``; boxes in ``box_color``
+with their label on a filled tag; each named mask as a contour in its own colour (``MASK_COLORS`` in
+name order); the gaze map as contours at 25/50/75 % of its peak in ``GAZE_COLOR``; fixations as
+``FIXATION_COLOR`` dots growing with duration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import cycle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+
+ArrayLike = np.ndarray | torch.Tensor
+Color = tuple[int, int, int]
+
+BOX_COLOR: Color = (0, 255, 0)
+GAZE_COLOR: Color = (0, 255, 255)
+FIXATION_COLOR: Color = (255, 255, 0)
+MASK_COLORS: tuple[Color, ...] = ((255, 0, 255), (255, 128, 0), (0, 128, 255), (255, 255, 255))
+GAZE_LEVELS = (0.25, 0.5, 0.75)
+
+
+def overlay(
+    image: ArrayLike,
+    map: ArrayLike | None = None,
+    *,
+    boxes: ArrayLike | None = None,
+    box_labels: Sequence[str] | None = None,
+    masks: Mapping[str, ArrayLike] | None = None,
+    fixations: ArrayLike | None = None,
+    gaze_map: ArrayLike | None = None,
+    title: str | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.4,
+    box_color: Color = BOX_COLOR,
+) -> np.ndarray:
+    """Render ``H x W x 3`` uint8: the gray ``image`` (H x W or 1 x H x W, in [0, 1]) and its annotations.
+
+    ``map`` is a saliency map in [0, 1] (as :func:`radsight.explain.cam.explain` returns), resized to
+    the image if needed; ``boxes`` are N x 4 xyxy pixels; ``masks`` H x W bool; ``fixations`` N x 3
+    (x, y, duration in seconds); ``gaze_map`` any non-negative density.
+    """
+    gray = np.clip(_plane(image), 0.0, 1.0)
+    size = gray.shape
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    if map is not None:
+        heat = colormaps[cmap](np.clip(_plane(map, size), 0.0, 1.0))[..., :3]
+        rgb = (1 - alpha) * rgb + alpha * heat
+    canvas = np.round(rgb * 255).astype(np.uint8)
+    width = max(1, round(min(size) / 256))
+    for (_, mask), color in zip(sorted((masks or {}).items()), cycle(MASK_COLORS), strict=False):
+        canvas[_contour(_plane(mask, size, nearest=True) > 0.5, width)] = color
+    if gaze_map is not None:
+        density = _plane(gaze_map, size)
+        peak = float(density.max())
+        for level in GAZE_LEVELS if peak > 0 else ():
+            canvas[_contour(density >= level * peak, width)] = GAZE_COLOR
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    for i, box in enumerate(_rows(boxes, 4)):
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        draw.rectangle((x0, y0, x1, y1), outline=box_color, width=width)
+        if box_labels is not None and i < len(box_labels):
+            _tag(draw, (x0, y0), box_labels[i], font, fill=box_color, text=(0, 0, 0), above=True)
+    radius = max(2, round(min(size) / 128))
+    for x, y, duration in _rows(fixations, 3):
+        r = radius * (1 + min(float(duration), 1.0))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=FIXATION_COLOR, outline=(0, 0, 0))
+    if title:
+        _tag(draw, (0, 0), title, font, fill=(0, 0, 0), text=(255, 255, 255), above=False)
+    return np.asarray(picture)
+
+
+def save_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    *,
+    gap: int = 4,
+) -> Path:
+    """Write a PNG grid, one row per case (e.g. image / map / ground truth), ``titles`` over the columns.
+
+    Cells are ``H x W x 3`` uint8 or gray ``H x W`` in [0, 1]; rows may be ragged and cells of unequal
+    size are placed top-left in cells as large as the largest.
+    """
+    tiles = [[_rgb(cell) for cell in row] for row in rows]
+    if not any(tiles):
+        raise ValueError("save_grid needs at least one picture")
+    cell_h = max(t.shape[0] for row in tiles for t in row)
+    cell_w = max(t.shape[1] for row in tiles for t in row)
+    columns = max(max(len(row) for row in tiles), len(titles or ()))
+    font = ImageFont.load_default()
+    band = font.getbbox("Ag")[3] + 2 * gap if titles else 0
+    grid = Image.new(
+        "RGB", (columns * (cell_w + gap) + gap, band + len(tiles) * (cell_h + gap) + gap), (0, 0, 0)
+    )
+    draw = ImageDraw.Draw(grid)
+    for c, name in enumerate(titles or ()):
+        draw.text((gap + c * (cell_w + gap), gap), name, fill=(255, 255, 255), font=font)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            grid.paste(Image.fromarray(tile), (gap + c * (cell_w + gap), band + gap + r * (cell_h + gap)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, format="PNG")
+    return path
+
+
+def _plane(values: ArrayLike, size: tuple[int, int] | None = None, *, nearest: bool = False) -> np.ndarray:
+    """A float32 H x W array (leading singleton axes dropped), resized to ``size`` if it differs."""
+    tensor = torch.as_tensor(np.asarray(values.detach().cpu() if torch.is_tensor(values) else values))
+    tensor = tensor.float()
+    while tensor.ndim > 2 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 2:
+        raise ValueError(f"expected an H x W plane, got shape {tuple(tensor.shape)}")
+    if size is not None and tuple(tensor.shape) != tuple(size):
+        mode = "nearest" if nearest else "bilinear"
+        tensor = F.interpolate(tensor[None, None], size=size, mode=mode)[0, 0]
+    return tensor.numpy()
+
+
+def _rows(values: ArrayLike | None, columns: int) -> np.ndarray:
+    """N x columns float rows of boxes or fixations; none when absent."""
+    if values is None:
+        return np.zeros((0, columns))
+    array = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, dtype=np.float64)
+    return array.reshape(-1, columns)
+
+
+def _contour(mask: np.ndarray, width: int) -> np.ndarray:
+    """Pixels of ``mask`` within ``width`` of its edge (the image border counts as an edge)."""
+    inner = mask
+    for _ in range(width):
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def _tag(
+    draw: ImageDraw.ImageDraw,
+    at: tuple[int, int],
+    label: str,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    *,
+    fill: Color,
+    text: Color,
+    above: bool,
+) -> None:
+    """Label on a filled background, above ``at`` when there is room (not over the box edge it names)."""
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    w, h = right - left + 2, bottom - top + 2
+    x, y = at
+    if above and y - h >= 0:
+        y -= h
+    draw.rectangle((x, y, x + w, y + h), fill=fill)
+    draw.text((x + 1 - left, y + 1 - top), label, fill=text, font=font)
+
+
+def _rgb(cell: np.ndarray) -> np.ndarray:
+    """A grid cell as H x W x 3 uint8: colour pictures pass through, gray planes in [0, 1] are scaled."""
+    array = np.asarray(cell)
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        return array
+    gray = np.round(np.clip(_plane(array.astype(np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)

@@ -1,0 +1,127 @@
+"""What every method shares: stages, optimisers, logging and the ``predict`` contract.
+
+A method is a LightningModule. Its recipe lists named stages; ``set_stage`` decides what trains in each
+(everything else is frozen), and ``configure_optimizers`` uses that stage's settings. Subclasses provide
+the network, ``stage_parameters`` and ``compute_loss``, and ``predict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from pydantic import BaseModel, ValidationError
+from torch import Tensor, nn
+
+from radsight.config import StageConfig
+from radsight.data.sample import Batch
+from radsight.errors import ConfigError
+
+
+@dataclass
+class Prediction:
+    """Per-image class probabilities and the maps a method produces natively (name -> B x K x h x w)."""
+
+    probs: Tensor
+    maps: dict[str, Tensor] | None = None
+
+
+class Method(L.LightningModule):
+    """Base LightningModule for radsight methods."""
+
+    stage_names: ClassVar[tuple[str, ...]] = ()
+    options_class: ClassVar[type[BaseModel]]
+
+    def __init__(
+        self,
+        label_names: list[str],
+        task: str,
+        model: dict[str, Any],
+        stages: list[dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.label_names = list(label_names)
+        self.task = task
+        try:
+            self.options = self.options_class.model_validate(model)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ConfigError(f"invalid model options for {type(self).__name__} ({problems})") from None
+        self.stages = {s["name"]: StageConfig.model_validate(s) for s in stages}
+        unknown = [name for name in self.stages if name not in self.stage_names]
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__} has no stage(s) {unknown}; its stages are {list(self.stage_names)}"
+            )
+        self.stage = next(iter(self.stages))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
+        """Parameters trained in ``stage``; all others are frozen during it."""
+        raise NotImplementedError
+
+    def compute_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss of the current stage and named parts of it for logging."""
+        raise NotImplementedError
+
+    def predict(self, batch: Batch) -> Prediction:
+        raise NotImplementedError
+
+    def classifier(self) -> nn.Module:
+        """A module mapping images to logits, for explanation methods (Grad-CAM, IG...)."""
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------------
+    def set_stage(self, stage: str) -> None:
+        if stage not in self.stages:
+            raise ConfigError(f"stage {stage!r} is not in this recipe's stages {list(self.stages)}")
+        self.stage = stage
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        for parameter in self.stage_parameters(stage):
+            parameter.requires_grad_(True)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, parts = self.compute_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=len(batch), sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, parts = self.compute_loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+        for name, value in parts.items():
+            self.log(f"val/{name}", value, batch_size=len(batch), sync_dist=True)
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        return batch.to(device)
+
+    def configure_optimizers(self) -> Any:
+        stage = self.stages[self.stage]
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(f"stage {self.stage!r} trains no parameters")
+        if stage.optimizer == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=stage.lr, momentum=0.9, weight_decay=stage.weight_decay
+            )
+        elif stage.optimizer == "adam":
+            optimizer = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+        if stage.scheduler == "cosine":
+            scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(stage.epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if stage.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return optimizer

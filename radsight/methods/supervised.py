@@ -1,0 +1,53 @@
+"""Supervised baseline: a registry backbone with a linear head, trained on image-level labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch import Tensor, nn
+
+from radsight.config import Strict
+from radsight.data.sample import Batch
+from radsight.methods.base import Method, Prediction
+from radsight.methods.losses import classification_loss, probabilities
+from radsight.nn.backbones import create_backbone
+
+
+class SupervisedOptions(Strict):
+    backbone: str = "resnet18"
+    pretrained: str | None = None
+    dropout: float = 0.0
+
+
+class SupervisedClassifier(Method):
+    """Backbone + dropout + linear head. Stages: ``classify`` trains everything, ``linear`` only the head."""
+
+    stage_names = ("classify", "linear")
+    options_class = SupervisedOptions
+
+    def __init__(
+        self, label_names: list[str], task: str, model: dict[str, Any], stages: list[dict[str, Any]]
+    ):
+        super().__init__(label_names, task, model, stages)
+        self.backbone = create_backbone(self.options.backbone, in_chans=1, pretrained=self.options.pretrained)
+        self.head = nn.Sequential(
+            nn.Dropout(self.options.dropout), nn.Linear(self.backbone.num_features, self.num_classes)
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
+        return self.head.parameters() if stage == "linear" else self.parameters()
+
+    def compute_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        if batch.labels is None:
+            raise ValueError("the supervised baseline needs labels, and this batch has none")
+        return classification_loss(self.task, self(batch.images), batch.labels), {}
+
+    def predict(self, batch: Batch) -> Prediction:
+        return Prediction(probs=probabilities(self.task, self(batch.images)))
+
+    def classifier(self) -> nn.Module:
+        return self

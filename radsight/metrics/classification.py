@@ -1,0 +1,554 @@
+"""Classification metrics for multi-label (sigmoid) and single-label (softmax) tasks.
+
+Conventions, chosen once for every output:
+
+- Labels are 1 / 0 / NaN; NaN ("not annotated") images are left out of that label only.
+- A label whose annotated images hold one class only is *undefined*: its metrics are NaN here and None
+  in JSON (never 0.5, never a crash), and it is left out of every macro average. The same holds within
+  a bootstrap resample that happens to hold one class of a label: that resample's macro averages the
+  other labels. Micro averages pool every annotated (image, label) pair, undefined labels' included.
+- Ranking metrics follow scikit-learn: AUROC counts tied scores as half, AUPRC is average precision
+  (sum over thresholds of recall increase x precision).
+- Sensitivity, specificity and F1 predict positive when ``prob >= threshold``. Without a threshold each
+  label uses its Youden threshold (the score maximising sensitivity + specificity - 1, the highest such
+  score on ties), chosen again on every bootstrap resample, so the interval covers the choice too.
+- Single-label tasks also report argmax accuracy and macro F1, and calibration uses the top-class
+  confidence; multi-label calibration pools every annotated (image, label) probability.
+
+Every metric is computed from weighted counts with one row per bootstrap resample (see
+:mod:`radsight.metrics.bootstrap`): the point estimate is the same code with weights of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from radsight.metrics.bootstrap import (
+    CI_LEVEL,
+    bootstrap,
+    json_float,
+    patient_groups,
+    percentile_ci,
+    with_ci,
+)
+from radsight.metrics.maps import FloatArray, as_array
+
+ECE_BINS = 15  # equal-width bins over [0, 1], as Guo et al. (2017) and torchmetrics' default
+Average = Literal["none", "macro", "micro"]
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """One label's annotated images sorted by descending score, grouped by tied score."""
+
+    images: np.ndarray  # image index per sorted item
+    positive: np.ndarray  # bool per sorted item
+    starts: np.ndarray  # first sorted position of each tie group
+    thresholds: np.ndarray  # the score of each group, descending
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Validated inputs and what every resample reuses (rankings, calibration bins)."""
+
+    probs: FloatArray  # (n, L)
+    onehot: FloatArray  # (n, L) with NaN for not annotated
+    classes: FloatArray | None  # (n,) class index with NaN (single-label only)
+    rankings: list[_Ranking | None]  # None: no annotated image for that label
+    pooled: _Ranking | None
+    bin_counts: FloatArray  # (n, bins): calibration items per image and bin
+    bin_confidence: FloatArray  # (n, bins): summed confidence
+    bin_hits: FloatArray  # (n, bins): summed outcome (label, or top-class correct)
+    n_bins: int
+
+    @property
+    def n_images(self) -> int:
+        return int(self.probs.shape[0])
+
+    @property
+    def n_positive(self) -> np.ndarray:
+        return np.nansum(self.onehot, axis=0)
+
+    @property
+    def n_negative(self) -> np.ndarray:
+        return np.sum(self.onehot == 0, axis=0)
+
+    @property
+    def defined(self) -> np.ndarray:
+        """Labels with both classes among their annotated images."""
+        return (self.n_positive > 0) & (self.n_negative > 0)
+
+
+def _rank(scores: FloatArray, positive: np.ndarray, images: np.ndarray) -> _Ranking | None:
+    if scores.size == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return _Ranking(images[order], positive[order], starts, ordered[starts])
+
+
+def _prepare(probs: ArrayLike, labels: ArrayLike, multilabel: bool, n_bins: int = ECE_BINS) -> _Prepared:
+    p = as_array(probs)
+    y = as_array(labels)
+    p = p[:, None] if p.ndim == 1 else p
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ValueError(f"expected probabilities of shape (images, labels), got {p.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError("probabilities hold NaN or infinite values")
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError("probabilities must lie in [0, 1] (pass sigmoid or softmax outputs, not logits)")
+    n, n_labels = p.shape
+    classes = None
+    if multilabel:
+        onehot = y[:, None] if y.ndim == 1 else y
+        if onehot.shape != p.shape:
+            raise ValueError(f"labels of shape {y.shape} do not match probabilities of shape {p.shape}")
+    else:
+        if n_labels < 2:
+            raise ValueError("a single-label (softmax) task needs probabilities for at least 2 classes")
+        if y.shape == p.shape:  # one-hot rows; a row with any NaN is not annotated
+            annotated = ~np.isnan(y).any(axis=1)
+            rows = y[annotated]
+            if not (np.all((rows == 0) | (rows == 1)) and np.all(rows.sum(axis=1) == 1)):
+                raise ValueError("single-label one-hot rows must hold exactly one 1")
+            y = np.where(annotated, np.argmax(np.nan_to_num(y), axis=1), np.nan)
+        if y.shape != (n,):
+            raise ValueError(f"single-label labels must be (images,) class indices or one-hot {p.shape}")
+        known = y[~np.isnan(y)]
+        if not np.all((known == np.round(known)) & (known >= 0) & (known < n_labels)):
+            raise ValueError(f"class indices must be integers in [0, {n_labels})")
+        classes = y
+        onehot = np.full(p.shape, np.nan)
+        onehot[~np.isnan(y)] = np.eye(n_labels)[known.astype(int)]
+    known = onehot[~np.isnan(onehot)]
+    if not np.all((known == 0) | (known == 1)):
+        raise ValueError("labels must be 1, 0 or NaN (not annotated)")
+
+    rankings = []
+    for k in range(n_labels):
+        valid = np.flatnonzero(~np.isnan(onehot[:, k]))
+        rankings.append(_rank(p[valid, k], onehot[valid, k] == 1, valid))
+    image_of, label_of = np.nonzero(~np.isnan(onehot))
+    pooled = _rank(p[image_of, label_of], onehot[image_of, label_of] == 1, image_of)
+
+    if multilabel:
+        confidence, hits = p[image_of, label_of], onehot[image_of, label_of]
+    else:
+        image_of = np.flatnonzero(~np.isnan(classes))
+        confidence = p[image_of].max(axis=1)
+        hits = (p[image_of].argmax(axis=1) == classes[image_of]).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
+    cell = image_of * n_bins + bins
+
+    def per_image(values: FloatArray) -> FloatArray:
+        return np.bincount(cell, weights=values, minlength=n * n_bins).reshape(n, n_bins)
+
+    return _Prepared(
+        probs=p,
+        onehot=onehot,
+        classes=classes,
+        rankings=rankings,
+        pooled=pooled,
+        bin_counts=per_image(np.ones_like(confidence)),
+        bin_confidence=per_image(confidence),
+        bin_hits=per_image(hits),
+        n_bins=n_bins,
+    )
+
+
+def _cumulative(ranking: _Ranking, weights: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Weighted true / false positives when predicting positive down to each group, with a leading 0."""
+    w = weights[:, ranking.images]
+    w_pos = w * ranking.positive
+    if ranking.starts.size < ranking.images.size:  # tied scores: sum each tie group
+        w = np.add.reduceat(w, ranking.starts, axis=1)
+        w_pos = np.add.reduceat(w_pos, ranking.starts, axis=1)
+    tp = np.zeros((w.shape[0], w.shape[1] + 1))
+    fp = np.zeros_like(tp)
+    np.cumsum(w_pos, axis=1, out=tp[:, 1:])
+    np.cumsum(w - w_pos, axis=1, out=fp[:, 1:])
+    return tp, fp
+
+
+def _ranking_metrics(ranking: _Ranking | None, weights: FloatArray, threshold: float | None) -> dict:
+    """AUROC, AUPRC and the confusion-based metrics of one label, NaN on rows with one class only."""
+    rows = weights.shape[0]
+    if ranking is None:
+        nan = np.full(rows, np.nan)
+        return dict.fromkeys(("auroc", "auprc", "sensitivity", "specificity", "f1", "threshold"), nan)
+    tp, fp = _cumulative(ranking, weights)
+    pos, neg = tp[:, -1], fp[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        area = np.sum(np.diff(fp, axis=1) * (tp[:, 1:] + tp[:, :-1]), axis=1) / 2
+        auroc = area / (pos * neg)
+        precision = tp[:, 1:] / np.maximum(tp[:, 1:] + fp[:, 1:], np.finfo(float).tiny)
+        auprc = np.sum(np.diff(tp, axis=1) * precision, axis=1) / pos
+        if threshold is None:
+            youden = tp[:, 1:] / pos[:, None] - fp[:, 1:] / neg[:, None]
+            cut = 1 + np.argmax(np.nan_to_num(youden, nan=-np.inf), axis=1)
+        else:
+            cut = np.full(rows, np.searchsorted(-ranking.thresholds, -threshold, side="right"))
+        tp_cut, fp_cut = tp[np.arange(rows), cut], fp[np.arange(rows), cut]
+        metrics = {
+            "auroc": auroc,
+            "auprc": auprc,
+            "sensitivity": tp_cut / pos,
+            "specificity": 1 - fp_cut / neg,
+            "f1": 2 * tp_cut / (pos + tp_cut + fp_cut),
+            "threshold": ranking.thresholds[cut - 1] if threshold is None else np.full(rows, threshold),
+        }
+    undefined = (pos == 0) | (neg == 0)
+    return {k: np.where(undefined, np.nan, v) for k, v in metrics.items()}
+
+
+def _calibration_error(prep: _Prepared, weights: FloatArray) -> FloatArray:
+    """ECE = sum over bins of |observed - mean confidence| weighted by the bin's share of items."""
+    counts = weights @ prep.bin_counts
+    gap = np.abs(weights @ prep.bin_hits - weights @ prep.bin_confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return gap.sum(axis=1) / counts.sum(axis=1)
+
+
+def _argmax_metrics(prep: _Prepared, weights: FloatArray) -> dict[str, FloatArray]:
+    """Single-label accuracy, per-class F1 and macro F1 of the argmax prediction."""
+    assert prep.classes is not None
+    valid = np.flatnonzero(~np.isnan(prep.classes))
+    truth = prep.classes[valid].astype(int)
+    predicted = prep.probs[valid].argmax(axis=1)
+    w = weights[:, valid]
+    n_classes = prep.probs.shape[1]
+    true_1h, pred_1h = np.eye(n_classes)[truth], np.eye(n_classes)[predicted]
+    tp = w @ (true_1h * pred_1h)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * tp / (w @ true_1h + w @ pred_1h)  # 0/0 (class neither true nor predicted): NaN
+        accuracy = (w @ (truth == predicted)) / w.sum(axis=1)
+    return {"accuracy": accuracy, "f1": f1, "f1_macro": _nanmean(f1)}
+
+
+def _nanmean(values: FloatArray) -> FloatArray:
+    """Row means over the defined (non-NaN) columns; NaN where none is defined."""
+    count = np.sum(~np.isnan(values), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.nansum(values, axis=1) / count, np.nan)
+
+
+def _suffix(threshold: float | None) -> str:
+    return "youden" if threshold is None else "threshold"
+
+
+def _statistics(prep: _Prepared, weights: FloatArray, threshold: float | None, multilabel: bool) -> dict:
+    """Every metric for each weight row: per-label arrays (rows, labels) and flat ones (rows,)."""
+    per_label = [_ranking_metrics(r, weights, threshold) for r in prep.rankings]
+    stats = {k: np.stack([m[k] for m in per_label], axis=1) for k in per_label[0]}
+    pooled = _ranking_metrics(prep.pooled, weights, threshold)
+    at = _suffix(threshold)
+    flat = {
+        "auroc_macro": _nanmean(stats["auroc"]),
+        "auroc_micro": pooled["auroc"],
+        "auprc_macro": _nanmean(stats["auprc"]),
+        "auprc_micro": pooled["auprc"],
+        f"sensitivity_at_{at}_macro": _nanmean(stats["sensitivity"]),
+        f"specificity_at_{at}_macro": _nanmean(stats["specificity"]),
+        "ece": _calibration_error(prep, weights),
+    }
+    if multilabel:
+        flat[f"f1_at_{at}_macro"] = _nanmean(stats["f1"])
+    else:
+        argmax = _argmax_metrics(prep, weights)
+        stats["f1"] = argmax["f1"]
+        flat["accuracy"], flat["f1_macro"] = argmax["accuracy"], argmax["f1_macro"]
+    return {"per_label": stats, "flat": flat}
+
+
+def _point(prep: _Prepared, threshold: float | None, multilabel: bool) -> dict:
+    return _statistics(prep, np.ones((1, prep.n_images)), threshold, multilabel)
+
+
+# --- plain metrics ---------------------------------------------------------------------------------
+
+
+def _ranking_metric(
+    name: str, probs: ArrayLike, labels: ArrayLike, average: Average, multilabel: bool
+) -> FloatArray | float:
+    point = _point(_prepare(probs, labels, multilabel), None, multilabel)
+    if average == "none":
+        return point["per_label"][name][0]
+    return float(point["flat"][f"{name}_{average}"][0])
+
+
+def auroc(
+    probs: ArrayLike, labels: ArrayLike, *, average: Average = "none", multilabel: bool = True
+) -> FloatArray | float:
+    """Area under the ROC curve: per label (NaN where undefined), macro over defined labels, or micro."""
+    return _ranking_metric("auroc", probs, labels, average, multilabel)
+
+
+def auprc(
+    probs: ArrayLike, labels: ArrayLike, *, average: Average = "none", multilabel: bool = True
+) -> FloatArray | float:
+    """Average precision: per label (NaN where undefined), macro over defined labels, or micro."""
+    return _ranking_metric("auprc", probs, labels, average, multilabel)
+
+
+def threshold_metrics(
+    probs: ArrayLike, labels: ArrayLike, *, threshold: float | None = None, multilabel: bool = True
+) -> dict[str, FloatArray]:
+    """Per-label sensitivity, specificity, F1 and the threshold used (Youden's when none is given).
+
+    Single-label tasks get no thresholded F1 here: their F1 is the argmax one (:func:`macro_f1`).
+    """
+    point = _point(_prepare(probs, labels, multilabel), threshold, multilabel)["per_label"]
+    names = ("sensitivity", "specificity", "threshold") + (("f1",) if multilabel else ())
+    return {k: point[k][0] for k in names}
+
+
+def accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Single-label accuracy of the argmax class over annotated images."""
+    return float(_point(_prepare(probs, labels, False), None, False)["flat"]["accuracy"][0])
+
+
+def macro_f1(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Single-label macro F1 of the argmax class, over classes that are true or predicted at least once."""
+    return float(_point(_prepare(probs, labels, False), None, False)["flat"]["f1_macro"][0])
+
+
+def confusion_matrix(probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    """Single-label counts, rows = true class, columns = argmax class; unannotated images left out."""
+    prep = _prepare(probs, labels, False)
+    assert prep.classes is not None
+    valid = ~np.isnan(prep.classes)
+    n_classes = prep.probs.shape[1]
+    cells = prep.classes[valid].astype(int) * n_classes + prep.probs[valid].argmax(axis=1)
+    return np.bincount(cells, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def expected_calibration_error(
+    probs: ArrayLike, labels: ArrayLike, *, multilabel: bool = True, n_bins: int = ECE_BINS
+) -> float:
+    """ECE over ``n_bins`` equal-width bins [i/n, (i+1)/n), the last one closed at 1."""
+    prep = _prepare(probs, labels, multilabel, n_bins)
+    return float(_calibration_error(prep, np.ones((1, prep.n_images)))[0])
+
+
+def reliability_diagram(
+    probs: ArrayLike, labels: ArrayLike, *, multilabel: bool = True, n_bins: int = ECE_BINS
+) -> dict:
+    """Per-bin edges, mean confidence, observed frequency (NaN for empty bins), item count, and the ECE."""
+    prep = _prepare(probs, labels, multilabel, n_bins)
+    counts = prep.bin_counts.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = prep.bin_confidence.sum(axis=0) / counts
+        observed = prep.bin_hits.sum(axis=0) / counts
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return {
+        "bin_lower": edges[:-1],
+        "bin_upper": edges[1:],
+        "confidence": confidence,
+        "observed": observed,
+        "count": counts,
+        "ece": float(_calibration_error(prep, np.ones((1, prep.n_images)))[0]),
+    }
+
+
+# --- report sections -------------------------------------------------------------------------------
+
+
+def classification_section(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    label_names: Sequence[str],
+    patient_ids: Sequence | ArrayLike,
+    *,
+    multilabel: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float | None = None,
+) -> dict:
+    """The metrics.json "classification" section: flat named numbers plus ``per_label`` dicts.
+
+    Every metric comes with ``_ci_low`` / ``_ci_high`` (95% percentile interval over ``n_boot``
+    patient resamples). Undefined values are None. Threshold-dependent keys say which threshold they use:
+    ``sensitivity_at_youden`` (per-label Youden threshold, reported as ``youden_threshold``) or
+    ``sensitivity_at_threshold`` (the fixed ``threshold``, also reported).
+    """
+    prep = _prepare(probs, labels, multilabel)
+    names = list(label_names)
+    if len(names) != prep.probs.shape[1]:
+        raise ValueError(f"{len(names)} label names for {prep.probs.shape[1]} labels")
+    groups = patient_groups(patient_ids, prep.n_images)
+    point = _point(prep, threshold, multilabel)
+    boots = None
+    if n_boot > 0:
+        boots = bootstrap(
+            lambda w: _flatten(_statistics(prep, w, threshold, multilabel)), groups, n_boot, seed
+        )
+    at = _suffix(threshold)
+    defined = prep.defined
+    section: dict = {
+        "n_images": prep.n_images,
+        "n_patients": int(groups.max()) + 1,
+        "n_labels": len(names),
+        "n_labels_defined": int(defined.sum()),
+        "undefined_labels": [n for n, d in zip(names, defined, strict=True) if not d],
+        "threshold_rule": "youden" if threshold is None else "fixed",
+        **({} if threshold is None else {"threshold": float(threshold)}),
+        "ece_bins": prep.n_bins,
+        "n_boot": n_boot,
+        "ci_level": CI_LEVEL,
+        "seed": seed,
+    }
+    for name, values in point["flat"].items():
+        section.update(with_ci(name, float(values[0]), None if boots is None else boots[name]))
+    metric_names = {"auroc": "auroc", "auprc": "auprc"}
+    metric_names |= {k: f"{k}_at_{at}" for k in ("sensitivity", "specificity")}
+    metric_names["f1"] = f"f1_at_{at}" if multilabel else "f1"
+    section["per_label"] = {}
+    for k, label in enumerate(names):
+        entry: dict = {
+            "defined": bool(defined[k]),
+            "n_positive": int(prep.n_positive[k]),
+            "n_negative": int(prep.n_negative[k]),
+        }
+        for stat, key in metric_names.items():
+            samples = None if boots is None else boots[stat][:, k]
+            entry.update(with_ci(key, float(point["per_label"][stat][0, k]), samples))
+        if threshold is None:
+            entry["youden_threshold"] = json_float(point["per_label"]["threshold"][0, k])
+        section["per_label"][label] = entry
+    return section
+
+
+def _flatten(stats: dict) -> dict[str, FloatArray]:
+    return stats["per_label"] | stats["flat"]
+
+
+def paired_bootstrap_test(
+    probs_a: ArrayLike,
+    probs_b: ArrayLike,
+    labels: ArrayLike,
+    patient_ids: Sequence | ArrayLike,
+    *,
+    metric: str = "auroc_macro",
+    multilabel: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float | None = None,
+) -> dict:
+    """Difference metric(A) - metric(B) on the same test set, with a paired patient-bootstrap test.
+
+    Both models are scored on the same resamples. The two-sided p-value is the share of resampled
+    differences, centred on the observed one, at least as far from 0 as the observed difference (the
+    bootstrap distribution shifted to the null), with +1 in numerator and denominator so that it is
+    never reported as exactly 0. ``metric`` is any flat key of :func:`classification_section`.
+    """
+    prep_a = _prepare(probs_a, labels, multilabel)
+    prep_b = _prepare(probs_b, labels, multilabel)
+    if prep_a.probs.shape != prep_b.probs.shape:
+        raise ValueError(f"models disagree on shape: {prep_a.probs.shape} vs {prep_b.probs.shape}")
+    choices = _point(prep_a, threshold, multilabel)["flat"]
+    if metric not in choices:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(choices)}")
+
+    def difference(weights: FloatArray) -> dict[str, FloatArray]:
+        a = _statistics(prep_a, weights, threshold, multilabel)["flat"][metric]
+        b = _statistics(prep_b, weights, threshold, multilabel)["flat"][metric]
+        return {"a": a, "b": b, "difference": a - b}
+
+    observed = {k: float(v[0]) for k, v in difference(np.ones((1, prep_a.n_images))).items()}
+    boots = bootstrap(difference, patient_groups(patient_ids, prep_a.n_images), n_boot, seed)
+    shifted = boots["difference"][~np.isnan(boots["difference"])] - observed["difference"]
+    extreme = np.sum(np.abs(shifted) >= abs(observed["difference"]))
+    p_value = (1 + extreme) / (1 + shifted.size) if np.isfinite(observed["difference"]) else np.nan
+    return {
+        "metric": metric,
+        "model_a": json_float(observed["a"]),
+        "model_b": json_float(observed["b"]),
+        **with_ci("difference", observed["difference"], boots["difference"]),
+        "p_value": json_float(p_value),
+        "n_boot": n_boot,
+        "seed": seed,
+    }
+
+
+def classification_curves(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    label_names: Sequence[str],
+    patient_ids: Sequence | ArrayLike,
+    *,
+    multilabel: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_grid: int = 101,
+) -> dict:
+    """What the plots need (not part of the JSON section): ROC and PR points, ROC bands, reliability.
+
+    ``roc[name]`` holds the exact curve (``fpr``, ``tpr``, ``thresholds``), and a 95% band of the
+    resampled step ROC on ``fpr_grid``; ``defined`` is False (with no points) for a one-class label.
+    Single-label tasks also get the confusion matrix.
+    """
+    prep = _prepare(probs, labels, multilabel)
+    names = list(label_names)
+    if len(names) != prep.probs.shape[1]:
+        raise ValueError(f"{len(names)} label names for {prep.probs.shape[1]} labels")
+    grid = np.linspace(0.0, 1.0, n_grid)
+    ones = np.ones((1, prep.n_images))
+    drawn = [k for k, r in enumerate(prep.rankings) if prep.defined[k] and r is not None]
+
+    def bands(weights: FloatArray) -> dict[str, FloatArray]:
+        return {str(k): _step_roc(*_cumulative(prep.rankings[k], weights), grid) for k in drawn}
+
+    boots = bootstrap(bands, patient_groups(patient_ids, prep.n_images), n_boot, seed) if n_boot > 0 else {}
+    roc: dict = {name: {"defined": False} for name in names}
+    pr: dict = {name: {"defined": False} for name in names}
+    for k in drawn:
+        ranking, name = prep.rankings[k], names[k]
+        tp, fp = _cumulative(ranking, ones)
+        tpr, fpr = tp[0] / tp[0, -1], fp[0] / fp[0, -1]
+        low, high = percentile_ci(boots[str(k)]) if boots else (np.full_like(grid, np.nan),) * 2
+        point = _ranking_metrics(ranking, ones, None)
+        roc[name] = {
+            "defined": True,
+            "fpr": fpr,
+            "tpr": tpr,
+            "thresholds": np.r_[np.inf, ranking.thresholds],
+            "auroc": float(point["auroc"][0]),
+            "fpr_grid": grid,
+            "tpr_ci_low": low,
+            "tpr_ci_high": high,
+        }
+        pr[name] = {
+            "defined": True,
+            "recall": tpr,
+            "precision": np.r_[1.0, tp[0, 1:] / (tp[0, 1:] + fp[0, 1:])],
+            "auprc": float(point["auprc"][0]),
+            "prevalence": float(tp[0, -1] / (tp[0, -1] + fp[0, -1])),
+        }
+    curves = {
+        "roc": roc,
+        "pr": pr,
+        "reliability": reliability_diagram(probs, labels, multilabel=multilabel),
+    }
+    if not multilabel:
+        curves["confusion_matrix"] = confusion_matrix(probs, labels)
+    return curves
+
+
+def _step_roc(tp: FloatArray, fp: FloatArray, grid: FloatArray) -> FloatArray:
+    """TPR of each resample's step ROC at each grid FPR (best TPR at FPR <= grid); NaN rows if undefined."""
+    pos, neg = tp[:, -1:], fp[:, -1:]
+    out = np.full((tp.shape[0], grid.size), np.nan)
+    rows = np.flatnonzero((pos[:, 0] > 0) & (neg[:, 0] > 0))
+    if rows.size:
+        tpr, fpr = tp[rows] / pos[rows], fp[rows] / neg[rows]
+        offset = 2.0 * np.arange(rows.size)[:, None]  # rows of FPR in [0, 1] made disjoint for one search
+        index = np.searchsorted((fpr + offset).ravel(), (grid + offset).ravel(), side="right") - 1
+        out[rows] = tpr.ravel()[index].reshape(rows.size, grid.size)
+    return out

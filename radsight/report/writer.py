@@ -1,0 +1,106 @@
+"""Write an evaluation as report.md (figures beside it) and a self-contained report.html (figures embedded).
+
+Both are rendered from the same rows, so they always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "undefined"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _with_ci(values: Mapping[str, Any], key: str) -> str:
+    low, high = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
+    if low is None or high is None:
+        return _fmt(values[key])
+    return f"{_fmt(values[key])} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(metric, value [95% CI]) for every flat number of a metrics.json section."""
+    return [
+        (key, _with_ci(section, key))
+        for key, value in section.items()
+        if not isinstance(value, dict) and not key.endswith(CI_SUFFIXES)
+    ]
+
+
+def per_label_rows(section: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """A label-by-metric table from a section's ``per_label`` dict (metrics shown with their CIs)."""
+    per_label = section.get("per_label") or {}
+    if not per_label:
+        return [], []
+    columns = [k for k in next(iter(per_label.values())) if not k.endswith(CI_SUFFIXES)]
+    rows = [[label, *(_with_ci(values, c) for c in columns)] for label, values in per_label.items()]
+    return ["label", *columns], rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(
+    out_dir: Path,
+    title: str,
+    metrics: Mapping[str, Mapping[str, Any]],
+    figures: Mapping[str, Path],
+    *,
+    n_images: int,
+    notes: list[str] | None = None,
+) -> tuple[Path, Path]:
+    """Render ``metrics`` (metrics.json sections) and ``figures`` (caption -> PNG in out_dir)."""
+    intro = f"{n_images} images evaluated. Intervals are 95% bootstrap intervals over patients."
+    md = [f"# {title}", "", intro, ""]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    for note in notes or []:
+        md += [note, ""]
+        body.append(f"<p>{html.escape(note)}</p>")
+    for name, section in metrics.items():
+        md += [f"## {name.capitalize()}", ""]
+        body.append(f"<h2>{html.escape(name.capitalize())}</h2>")
+        rows = [list(r) for r in summary_rows(section)]
+        md += [*_markdown_table(["metric", "value [95% CI]"], rows), ""]
+        body.append(_html_table(["metric", "value [95% CI]"], rows))
+        header, label_rows = per_label_rows(section)
+        if label_rows:
+            md += [*_markdown_table(header, label_rows), ""]
+            body.append(_html_table(header, label_rows))
+    for caption, path in figures.items():
+        md += [f"## {caption}", "", f"![{caption}]({Path(path).name})", ""]
+        encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        alt = html.escape(caption)
+        body.append(f"<h2>{alt}</h2><img alt='{alt}' src='data:image/png;base64,{encoded}'>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "img{max-width:100%}"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+    )
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text("\n".join(md))
+    html_path.write_text(page)
+    return md_path, html_path

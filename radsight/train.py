@@ -1,0 +1,197 @@
+"""Run a recipe: build data and method, train each stage in order with resumable checkpoints, export.
+
+Layout of a run folder:
+  recipe.yaml             the recipe as resolved (overrides applied)
+  splits.json             train/val/test indices (by patient)
+  stages/<stage>/last.ckpt    Lightning checkpoint after the latest finished epoch (for --resume)
+  stages/<stage>/done.json    written when the stage has finished; its weights are in stage.safetensors
+  train_log.jsonl         one line per finished epoch
+  model.safetensors, config.json   the inference export
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader, Dataset
+
+from radsight.checkpoints import (
+    AtomicCheckpointIO,
+    export_model,
+    load_weights,
+    read_export_config,
+    save_weights,
+    write_json,
+)
+from radsight.config import Recipe
+from radsight.data.assemble import DataSplits, build_splits
+from radsight.data.sample import collate
+from radsight.errors import ConfigError
+from radsight.methods import Method, method_class
+
+log = logging.getLogger(__name__)
+
+
+def build_method(recipe: Recipe, label_names: list[str], pretrained: bool = True) -> Method:
+    """Instantiate the recipe's method; ``pretrained=False`` skips loading initial weights files."""
+    model = dict(recipe.model)
+    if not pretrained:
+        model["pretrained"] = None
+    return method_class(recipe.method)(
+        label_names=label_names,
+        task=recipe.task,
+        model=model,
+        stages=[stage.model_dump() for stage in recipe.stages],
+    )
+
+
+def load_method(model_dir: str | Path) -> tuple[Method, Recipe]:
+    """Rebuild a trained method from its export (safetensors + JSON, no unpickling)."""
+    config = read_export_config(model_dir)
+    recipe = Recipe.model_validate(config["recipe"])
+    method = build_method(recipe, config["label_names"], pretrained=False)
+    load_weights(method, Path(model_dir) / "model.safetensors")
+    method.eval()
+    return method, recipe
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+        drop_last=False,
+    )
+
+
+class EpochLog(Callback):
+    """Append one JSON line per finished epoch (rank 0), so progress survives a kill."""
+
+    def __init__(self, path: Path, stage: str) -> None:
+        self.path = path
+        self.stage = stage
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        line = {
+            "stage": self.stage,
+            "epoch": trainer.current_epoch,
+            "pid": os.getpid(),
+            "seconds": round(time.perf_counter() - self.started, 2),
+            **metrics,
+        }
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(line) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    method: Method
+    splits: DataSplits
+    is_global_zero: bool
+
+
+def _check_out_dir(out_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (out_dir / "recipe.yaml").is_file():
+            raise ConfigError(f"{out_dir}: nothing to resume (no recipe.yaml from an earlier run)")
+        return
+    if (out_dir / "recipe.yaml").exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+
+
+def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callback]) -> L.Trainer:
+    cfg = recipe.trainer
+    kwargs: dict[str, Any] = {}
+    if cfg.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = cfg.limit_train_batches
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        gradient_clip_val=cfg.gradient_clip_val,
+        default_root_dir=stage_dir,
+        callbacks=[ModelCheckpoint(dirpath=stage_dir, save_last=True, save_top_k=0), *callbacks],
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def export_config(recipe: Recipe, label_names: list[str]) -> dict[str, Any]:
+    return {
+        "method": recipe.method,
+        "task": recipe.task,
+        "label_names": label_names,
+        "image_size": list(recipe.data.image_size),
+        "recipe": recipe.model_dump(mode="json"),
+    }
+
+
+def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept."""
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, resume)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    splits = build_splits(recipe.data, recipe.seed)
+    method = build_method(recipe, splits.label_names)
+    if os.environ.get("LOCAL_RANK", "0") == "0" and not resume:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        write_json(out_dir / "splits.json", splits.indices)
+    data = recipe.data
+    train_loader = make_loader(splits.train, data.batch_size, shuffle=True, num_workers=data.num_workers)
+    val_loader = make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
+    is_global_zero = True
+    for stage in recipe.stages:
+        stage_dir = out_dir / "stages" / stage.name
+        method.set_stage(stage.name)
+        if (stage_dir / "done.json").is_file():
+            log.info("stage %s already finished: loading its weights", stage.name)
+            load_weights(method, stage_dir / "stage.safetensors")
+            continue
+        last = stage_dir / "last.ckpt"
+        trainer = _trainer(
+            recipe, stage_dir, stage.epochs, [EpochLog(out_dir / "train_log.jsonl", stage.name)]
+        )
+        trainer.fit(
+            method,
+            train_loader,
+            val_loader if len(splits.val) else None,
+            ckpt_path=last if resume and last.is_file() else None,
+            weights_only=True,
+        )
+        is_global_zero = trainer.is_global_zero
+        if is_global_zero:
+            save_weights(method, stage_dir / "stage.safetensors")
+            write_json(stage_dir / "done.json", {"stage": stage.name, "epochs": stage.epochs})
+        trainer.strategy.barrier()
+    if is_global_zero:
+        export_model(method, export_config(recipe, splits.label_names), out_dir)
+    return TrainResult(out_dir=out_dir, method=method, splits=splits, is_global_zero=is_global_zero)

@@ -1,0 +1,291 @@
+"""Classification metrics: hand-computed cases, scikit-learn / torchmetrics references, patient bootstrap."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+
+from radsight.metrics.bootstrap import patient_groups, weight_blocks
+from radsight.metrics.classification import (
+    accuracy,
+    auprc,
+    auroc,
+    classification_curves,
+    classification_section,
+    confusion_matrix,
+    expected_calibration_error,
+    macro_f1,
+    paired_bootstrap_test,
+    reliability_diagram,
+    threshold_metrics,
+)
+
+
+def multilabel_data(n: int = 120, n_labels: int = 3, seed: int = 0, missing: float = 0.1):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, n_labels)) < 0.3).astype(float)
+    probs = np.clip(0.35 * labels + 0.65 * rng.random((n, n_labels)), 0, 1)
+    labels[rng.random((n, n_labels)) < missing] = np.nan
+    patients = rng.integers(0, n // 3, n)
+    return probs, labels, patients
+
+
+def single_label_data(n: int = 150, n_classes: int = 3, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, n_classes, n)
+    logits = rng.normal(size=(n, n_classes)) + 1.5 * np.eye(n_classes)[classes]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, classes
+
+
+# --- hand-computed cases ---------------------------------------------------------------------------
+
+
+def test_auroc_and_auprc_hand_computed():
+    # Sorted by score: 0.8 (pos), 0.4 (neg), 0.35 (pos), 0.1 (neg): 3 of 4 pos/neg pairs ranked right.
+    probs, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    assert auroc(probs, labels)[0] == pytest.approx(0.75)
+    # AP: recall 0.5 at precision 1, then recall 1 at precision 2/3.
+    assert auprc(probs, labels)[0] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+
+
+def test_tied_scores_count_half():
+    assert auroc([0.5, 0.5, 0.2], [1, 0, 0])[0] == pytest.approx((0.5 + 1) / 2)
+
+
+def test_threshold_metrics_hand_computed():
+    probs = np.array([0.9, 0.6, 0.55, 0.3, 0.2, 0.7])
+    labels = np.array([1, 1, 0, 1, 0, 0])
+    fixed = threshold_metrics(probs, labels, threshold=0.5)
+    # predicted positive: 0.9, 0.6, 0.55, 0.7 -> TP 2, FP 2, FN 1, TN 1
+    assert fixed["sensitivity"][0] == pytest.approx(2 / 3)
+    assert fixed["specificity"][0] == pytest.approx(1 / 3)
+    assert fixed["f1"][0] == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    assert fixed["threshold"][0] == 0.5
+
+
+def test_ece_hand_computed():
+    # 0.1 falls in bin [0.1, 0.2) with outcome 0, 0.9 in [0.9, 1.0] with outcome 1: gap 0.1 in each.
+    assert expected_calibration_error([0.1, 0.9], [0, 1], n_bins=10) == pytest.approx(0.1)
+    diagram = reliability_diagram([0.1, 0.9], [0, 1], n_bins=10)
+    assert diagram["count"].tolist() == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert diagram["observed"][9] == 1.0 and np.isnan(diagram["observed"][0])
+
+
+def test_single_label_hand_computed():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    classes = np.array([0, 1, 1, np.nan])  # the last image is not annotated
+    assert accuracy(probs, classes) == pytest.approx(2 / 3)
+    assert confusion_matrix(probs, classes).tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    # F1 class 0: 2*1/(1+2) = 2/3; class 1: 2*1/(2+1) = 2/3; class 2 neither true nor predicted: left out.
+    assert macro_f1(probs, classes) == pytest.approx(2 / 3)
+
+
+# --- references ------------------------------------------------------------------------------------
+
+
+def test_per_label_macro_micro_match_sklearn_with_nan_labels():
+    probs, labels, _ = multilabel_data()
+    per_label_auroc, per_label_ap = auroc(probs, labels), auprc(probs, labels)
+    for k in range(labels.shape[1]):
+        valid = ~np.isnan(labels[:, k])
+        assert per_label_auroc[k] == pytest.approx(skm.roc_auc_score(labels[valid, k], probs[valid, k]))
+        assert per_label_ap[k] == pytest.approx(
+            skm.average_precision_score(labels[valid, k], probs[valid, k])
+        )
+    assert auroc(probs, labels, average="macro") == pytest.approx(per_label_auroc.mean())
+    valid = ~np.isnan(labels)
+    assert auroc(probs, labels, average="micro") == pytest.approx(
+        skm.roc_auc_score(labels[valid], probs[valid])
+    )
+    assert auprc(probs, labels, average="micro") == pytest.approx(
+        skm.average_precision_score(labels[valid], probs[valid])
+    )
+
+
+def test_micro_and_macro_match_sklearn_averages_without_nan():
+    probs, labels, _ = multilabel_data(missing=0.0)
+    for average in ("macro", "micro"):
+        assert auroc(probs, labels, average=average) == pytest.approx(
+            skm.roc_auc_score(labels, probs, average=average)
+        )
+        assert auprc(probs, labels, average=average) == pytest.approx(
+            skm.average_precision_score(labels, probs, average=average)
+        )
+
+
+def test_youden_and_fixed_threshold_match_sklearn():
+    probs, labels, _ = multilabel_data(n=200)
+    youden = threshold_metrics(probs, labels)
+    fixed = threshold_metrics(probs, labels, threshold=0.45)
+    for k in range(labels.shape[1]):
+        valid = ~np.isnan(labels[:, k])
+        y, p = labels[valid, k], probs[valid, k]
+        fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
+        best = np.argmax(tpr - fpr)
+        assert youden["threshold"][k] == pytest.approx(thresholds[best])
+        assert youden["sensitivity"][k] == pytest.approx(tpr[best])
+        assert youden["specificity"][k] == pytest.approx(1 - fpr[best])
+        assert youden["f1"][k] == pytest.approx(skm.f1_score(y, p >= thresholds[best]))
+        predicted = p >= 0.45
+        assert fixed["sensitivity"][k] == pytest.approx(skm.recall_score(y, predicted))
+        assert fixed["specificity"][k] == pytest.approx(skm.recall_score(1 - y, ~predicted))
+        assert fixed["f1"][k] == pytest.approx(skm.f1_score(y, predicted))
+
+
+def test_single_label_metrics_match_sklearn_and_torchmetrics():
+    probs, classes = single_label_data()
+    assert accuracy(probs, classes) == pytest.approx(skm.accuracy_score(classes, probs.argmax(1)))
+    assert macro_f1(probs, classes) == pytest.approx(skm.f1_score(classes, probs.argmax(1), average="macro"))
+    np.testing.assert_array_equal(
+        confusion_matrix(probs, classes), skm.confusion_matrix(classes, probs.argmax(1))
+    )
+    assert auroc(probs, classes, average="macro", multilabel=False) == pytest.approx(
+        skm.roc_auc_score(classes, probs, multi_class="ovr", average="macro")
+    )
+    reference = multiclass_calibration_error(
+        torch.from_numpy(probs), torch.from_numpy(classes), num_classes=3, n_bins=15
+    )
+    assert expected_calibration_error(probs, classes, multilabel=False) == pytest.approx(float(reference))
+    onehot = np.eye(3)[classes]
+    assert accuracy(probs, onehot) == accuracy(probs, classes)
+
+
+def test_multilabel_ece_matches_torchmetrics_binary():
+    probs, labels, _ = multilabel_data(missing=0.0)
+    reference = binary_calibration_error(
+        torch.from_numpy(probs.ravel()), torch.from_numpy(labels.ravel()), n_bins=15
+    )
+    assert expected_calibration_error(probs, labels) == pytest.approx(float(reference))
+
+
+def test_curves_match_sklearn():
+    probs, labels, patients = multilabel_data()
+    curves = classification_curves(probs, labels, ["a", "b", "c"], patients, n_boot=50)
+    valid = ~np.isnan(labels[:, 0])
+    y, p = labels[valid, 0], probs[valid, 0]
+    fpr, tpr, _ = skm.roc_curve(y, p, drop_intermediate=False)
+    np.testing.assert_allclose(curves["roc"]["a"]["fpr"], fpr)
+    np.testing.assert_allclose(curves["roc"]["a"]["tpr"], tpr)
+    precision, recall, _ = skm.precision_recall_curve(y, p)
+    np.testing.assert_allclose(curves["pr"]["a"]["precision"], precision[::-1])
+    np.testing.assert_allclose(curves["pr"]["a"]["recall"], recall[::-1])
+    band = curves["roc"]["a"]
+    assert np.all(band["tpr_ci_low"] <= band["tpr_ci_high"])
+    assert band["tpr_ci_high"][-1] == 1.0
+
+
+# --- undefined labels ------------------------------------------------------------------------------
+
+
+def test_one_class_label_is_undefined_and_left_out_of_macro():
+    probs, labels, patients = multilabel_data()
+    labels[:, 1] = np.where(np.isnan(labels[:, 1]), np.nan, 0.0)  # no positive among annotated images
+    section = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100)
+    assert section["per_label"]["b"]["defined"] is False
+    assert section["per_label"]["b"]["auroc"] is None and section["per_label"]["b"]["auroc_ci_low"] is None
+    assert section["undefined_labels"] == ["b"] and section["n_labels_defined"] == 2
+    defined = [section["per_label"][k]["auroc"] for k in ("a", "c")]
+    assert section["auroc_macro"] == pytest.approx(np.mean(defined))
+    json.dumps(section, allow_nan=False)  # None, never NaN, in the JSON
+
+
+def test_all_unannotated_label_is_undefined():
+    probs, labels, _ = multilabel_data()
+    labels[:, 2] = np.nan
+    assert np.isnan(auroc(probs, labels)[2])
+    assert auroc(probs, labels, average="macro") == pytest.approx(np.mean(auroc(probs, labels)[:2]))
+
+
+def test_invalid_labels_raise():
+    with pytest.raises(ValueError, match="1, 0 or NaN"):
+        auroc([0.2, 0.4], [0, 2])
+    with pytest.raises(ValueError, match="do not match"):
+        auroc(np.zeros((3, 2)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="not logits"):
+        auroc([-1.2, 3.0], [0, 1])
+    with pytest.raises(ValueError, match="class indices"):
+        accuracy(np.full((2, 2), 0.5), [0, 3])
+
+
+# --- section, bootstrap and paired test ------------------------------------------------------------
+
+
+def test_section_keys_and_threshold_naming():
+    probs, labels, patients = multilabel_data()
+    youden = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=50)
+    fixed = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=50, threshold=0.5)
+    for key in ("auroc_macro", "auroc_micro", "auprc_macro", "ece", "f1_at_youden_macro"):
+        assert {key, f"{key}_ci_low", f"{key}_ci_high"} <= youden.keys()
+    assert youden["threshold_rule"] == "youden" and "threshold" not in youden
+    assert (
+        "youden_threshold" in youden["per_label"]["a"] and "sensitivity_at_youden" in youden["per_label"]["a"]
+    )
+    assert fixed["threshold"] == 0.5 and "sensitivity_at_threshold_macro" in fixed
+    assert "youden_threshold" not in fixed["per_label"]["a"]
+    assert youden["auroc_macro_ci_low"] <= youden["auroc_macro"] <= youden["auroc_macro_ci_high"]
+    single = classification_section(
+        *single_label_data(), ["x", "y", "z"], np.arange(150), multilabel=False, n_boot=50
+    )
+    assert {"accuracy", "accuracy_ci_low", "f1_macro", "ece"} <= single.keys()
+    assert "f1" in single["per_label"]["x"]
+
+
+def test_bootstrap_resamples_patients_with_all_their_images():
+    patients = np.array(["p1", "p1", "p2", "p3", "p3", "p3"])
+    groups = patient_groups(patients, 6)
+    (weights,) = weight_blocks(groups, 50, seed=3)
+    assert weights.shape == (50, 6)
+    assert np.all(weights[:, 0] == weights[:, 1]) and np.all(weights[:, 3] == weights[:, 5])
+    draws = weights[:, 0] + weights[:, 2] + weights[:, 3]  # one image per patient: patient draw counts
+    assert np.all(draws == 3)
+
+
+def test_bootstrap_ci_matches_a_naive_resampling_loop():
+    probs, labels, patients = multilabel_data(n=60, missing=0.0)
+    section = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100, seed=7)
+    (weights,) = weight_blocks(patient_groups(patients, 60), 100, seed=7)
+    naive = []
+    for row in weights.astype(int):
+        index = np.repeat(np.arange(60), row)
+        y, p = labels[index, 0], probs[index, 0]
+        naive.append(skm.roc_auc_score(y, p) if 0 < y.sum() < y.size else np.nan)
+    low, high = np.nanquantile(naive, [0.025, 0.975])
+    assert section["per_label"]["a"]["auroc_ci_low"] == pytest.approx(low)
+    assert section["per_label"]["a"]["auroc_ci_high"] == pytest.approx(high)
+
+
+def test_section_is_seeded():
+    probs, labels, patients = multilabel_data()
+    first = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100, seed=1)
+    again = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100, seed=1)
+    other = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100, seed=2)
+    assert first == again
+    assert first["auroc_macro_ci_low"] != other["auroc_macro_ci_low"]
+
+
+def test_bootstrap_speed_1000_resamples_500_images_14_labels():
+    probs, labels, patients = multilabel_data(n=500, n_labels=14)
+    start = time.perf_counter()
+    classification_section(probs, labels, [str(k) for k in range(14)], patients, n_boot=1000)
+    assert time.perf_counter() - start < 15.0  # about 1 s alone on one slow core; margin for shared CPUs
+
+
+def test_paired_bootstrap_test():
+    probs, labels, patients = multilabel_data(n=200)
+    same = paired_bootstrap_test(probs, probs, labels, patients, n_boot=200)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    noise = np.random.default_rng(5).random(probs.shape)
+    better = paired_bootstrap_test(probs, noise, labels, patients, n_boot=200)
+    assert better["difference"] > 0.2 and better["p_value"] < 0.01
+    assert better["difference_ci_low"] > 0
+    worse = paired_bootstrap_test(noise, probs, labels, patients, n_boot=200)
+    assert worse["difference"] == pytest.approx(-better["difference"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        paired_bootstrap_test(probs, probs, labels, patients, metric="auc", n_boot=10)

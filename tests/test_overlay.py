@@ -1,0 +1,76 @@
+"""Overlays draw each annotation where it belongs, in its documented colour."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+
+from radsight.explain.overlay import BOX_COLOR, FIXATION_COLOR, GAZE_COLOR, MASK_COLORS, overlay, save_grid
+
+
+def gray_image() -> np.ndarray:
+    return np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+
+
+def test_plain_image_is_gray_and_map_is_blended_with_the_colormap() -> None:
+    image = gray_image()
+    plain = overlay(image)
+    assert plain.shape == (64, 64, 3) and plain.dtype == np.uint8
+    np.testing.assert_array_equal(plain[5, 32], [round(image[5, 32] * 255)] * 3)
+    heat = np.zeros((16, 16), dtype=np.float32)
+    heat[:8, :8] = 1.0  # low resolution: resized to the image (top-left quarter)
+    blended = overlay(torch.from_numpy(image)[None], torch.from_numpy(heat), alpha=0.5, cmap="inferno")
+    assert blended.shape == (64, 64, 3) and blended.dtype == np.uint8
+    hot = np.array(colormaps["inferno"](1.0)[:3])
+    expected = np.round((0.5 * image[10, 10] + 0.5 * hot) * 255)
+    np.testing.assert_allclose(blended[10, 10], expected, atol=1)
+    cold = np.array(colormaps["inferno"](0.0)[:3])
+    np.testing.assert_allclose(blended[50, 50], np.round((0.5 * image[50, 50] + 0.5 * cold) * 255), atol=1)
+
+
+def test_box_outline_has_the_box_colour_and_leaves_the_inside() -> None:
+    image = gray_image()
+    out = overlay(image, image, boxes=torch.tensor([[10.0, 20.0, 40.0, 50.0]]), box_labels=["nodule"])
+    np.testing.assert_array_equal(out[35, 10], BOX_COLOR)  # left edge
+    np.testing.assert_array_equal(out[50, 25], BOX_COLOR)  # bottom edge
+    np.testing.assert_array_equal(out[35, 25], overlay(image, image)[35, 25])  # inside untouched
+    tag = out[5:20, 10:40]  # the label: dark text on a box-coloured tag just above the box
+    assert (tag == BOX_COLOR).all(axis=-1).mean() > 0.3 and (tag[..., 1] < 64).any()
+
+
+def test_mask_contours_gaze_contours_fixations_and_title() -> None:
+    image = np.full((64, 64), 0.5, dtype=np.float32)
+    lung = np.zeros((64, 64), dtype=bool)
+    lung[16:36, 16:36] = True
+    gaze = np.zeros((64, 64), dtype=np.float32)
+    gaze[40:60, 40:60] = 1.0
+    out = overlay(
+        image,
+        masks={"lung": lung},
+        gaze_map=gaze / gaze.sum(),
+        fixations=np.array([[20.0, 50.0, 0.4]]),
+        title="case 1",
+    )
+    np.testing.assert_array_equal(out[16, 25], MASK_COLORS[0])  # top edge of the mask
+    np.testing.assert_array_equal(out[25, 25], [128, 128, 128])  # mask interior untouched
+    np.testing.assert_array_equal(out[40, 50], GAZE_COLOR)
+    np.testing.assert_array_equal(out[50, 20], FIXATION_COLOR)  # fixation at x=20, y=50
+    title = out[:12, :30]  # light text on a black tag over a mid-gray image
+    assert (title == 0).all(axis=-1).mean() > 0.3 and title.min(axis=-1).max() > 200
+
+
+def test_save_grid_writes_a_png_of_all_cells(tmp_path) -> None:
+    image = gray_image()
+    cells = [overlay(image), overlay(image, image), image > 0.5]
+    path = save_grid([cells, cells[:2]], tmp_path / "grid" / "cases.png", titles=["image", "map", "truth"])
+    with Image.open(path) as grid:
+        assert grid.format == "PNG" and grid.mode == "RGB"
+        width, height = grid.size
+        pixels = np.asarray(grid)
+    assert width == 3 * (64 + 4) + 4
+    band = height - (2 * (64 + 4) + 4)
+    assert band > 0  # title band
+    np.testing.assert_array_equal(pixels[band + 4 + 10, 4 + 2 * 68 + 50], [255, 255, 255])  # truth cell
+    np.testing.assert_array_equal(pixels[band + 4 + 68 + 10, 4 + 2 * 68 + 50], [0, 0, 0])  # ragged: empty

@@ -1,0 +1,178 @@
+"""Transforms move image, boxes, masks and fixations together, and letterboxing can be undone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radsight.data.sample import Sample, SampleMeta
+from radsight.data.transforms import (
+    LETTERBOX_KEY,
+    CenterCrop,
+    GazeMap,
+    HorizontalFlip,
+    Letterbox,
+    LetterboxInfo,
+    Pad,
+    RandomAffine,
+    RandomCrop,
+    RandomIntensity,
+    Resize,
+    build_transforms,
+)
+from radsight.errors import DataError
+
+
+def _sample(height: int = 60, width: int = 80, channels: int = 1) -> Sample:
+    """A dark image with one bright rectangle, its mask and box, and a fixation on a marked pixel.
+
+    The marked pixel is in channel 0 too, or alone in channel 1 when ``channels=2`` (geometry is
+    channel-agnostic), so that it does not disturb the rectangle's outline.
+    """
+    image = torch.zeros(channels, height, width)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[20:32, 30:50] = True
+    image[0][mask] = 0.8
+    image[-1, 45, 12] = 1.0  # the pixel the fixation marks, at its centre
+    return Sample(
+        image=image,
+        meta=SampleMeta(source="test", path="mem://rect", patient_id="p0"),
+        boxes=torch.tensor([[30.0, 20.0, 50.0, 32.0]]),
+        box_labels=["nodule"],
+        masks={"nodule": mask},
+        fixations=torch.tensor([[12.5, 45.5, 0.4], [40.0, 26.0, 0.6]]),
+    )
+
+
+def _mask_box(mask: torch.Tensor) -> torch.Tensor:
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    return torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+
+
+GEOMETRY = {
+    "resize-down": lambda: Resize((30, 50)),
+    "resize-up": lambda: Resize((150, 170)),
+    "letterbox": lambda: Letterbox((64, 64)),
+    "pad": lambda: Pad((3, 5, 7, 2)),
+    "center-crop": lambda: CenterCrop((40, 56)),
+    "random-crop": lambda: RandomCrop((48, 64)),
+    "affine": lambda: RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+    "flip": lambda: HorizontalFlip(p=1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRY))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_box_image_and_fixation_stay_together(name: str, seed: int) -> None:
+    torch.manual_seed(seed)
+    out = GEOMETRY[name]()(_sample(channels=2))
+    (box,) = out.boxes
+    assert out.box_labels == ["nodule"]
+    assert out.masks["nodule"].shape == out.image.shape[-2:]
+    assert torch.allclose(_mask_box(out.masks["nodule"]), box, atol=1.0)
+    assert torch.allclose(_mask_box(out.image[0] > 0.4), box, atol=1.0)
+    # The marked pixel (the brightest) is under the first fixation.
+    marked = torch.nonzero(out.image[1] == out.image[1].max())[0].float() + 0.5
+    assert torch.allclose(out.fixations[0, [1, 0]], marked, atol=1.0)
+    assert out.fixations[:, 2].tolist() == pytest.approx([0.4, 0.6])
+
+
+def test_resize_up_then_down_returns_annotations() -> None:
+    original = _sample()
+    back = Resize((60, 80))(Resize((173, 241))(original))
+    assert torch.allclose(back.boxes, original.boxes, atol=1.0)
+    assert torch.allclose(back.fixations, original.fixations, atol=1.0)
+    assert torch.equal(back.masks["nodule"], original.masks["nodule"])
+
+
+def test_flip_twice_is_identity_and_flips_to_the_mirrored_pixel() -> None:
+    original = _sample()
+    once = HorizontalFlip(p=1.0)(original)
+    assert torch.allclose(once.boxes, torch.tensor([[30.0, 20.0, 50.0, 32.0]]))  # symmetric in 80 px
+    assert once.image[0, 45, 80 - 1 - 12] == 1.0
+    assert once.fixations[0, :2].tolist() == [80 - 12.5, 45.5]
+    twice = HorizontalFlip(p=1.0)(once)
+    assert torch.equal(twice.image, original.image)
+    assert torch.equal(twice.boxes, original.boxes)
+    assert torch.equal(twice.fixations, original.fixations)
+    assert torch.equal(twice.masks["nodule"], original.masks["nodule"])
+    assert HorizontalFlip(p=0.0)(original) is original
+
+
+def test_crop_clips_boxes_and_drops_what_leaves() -> None:
+    sample = _sample().replace(
+        boxes=torch.tensor([[30.0, 20.0, 50.0, 32.0], [0.0, 50.0, 10.0, 60.0]]),
+        box_labels=["nodule", "opacity"],
+    )
+    out = CenterCrop((40, 30))(sample)  # keeps rows 10..50, columns 25..55
+    assert out.boxes.tolist() == [[5.0, 10.0, 25.0, 22.0]]
+    assert out.box_labels == ["nodule"]
+    assert out.fixations.tolist() == [[15.0, 16.0, pytest.approx(0.6)]]  # the one at x=12.5 left
+
+
+def test_box_clipped_to_a_sliver_is_dropped() -> None:
+    sample = _sample().replace(boxes=torch.tensor([[0.0, 0.0, 25.5, 10.0]]), box_labels=["opacity"])
+    out = CenterCrop((40, 30))(sample)  # starts at x=25: 0.5 px of the box is left
+    assert out.boxes.shape == (0, 4)
+    assert out.box_labels == []
+
+
+def test_letterbox_keeps_aspect_and_maps_back() -> None:
+    sample = _sample(60, 120).replace(
+        boxes=torch.tensor([[30.0, 20.0, 50.0, 32.0]]), fixations=torch.tensor([[12.5, 45.5, 0.3]])
+    )
+    ramp = torch.linspace(0, 1, 120).expand(60, 120)
+    sample = sample.replace(image=ramp[None].clone(), masks=None)
+    out = Letterbox((96, 96))(sample)
+    info = out.meta.extra[LETTERBOX_KEY]
+    assert isinstance(info, LetterboxInfo)
+    assert out.size == (96, 96)
+    assert (info.scale_x, info.scale_y, info.left, info.top) == (0.8, 0.8, 0, 24)
+    assert out.image[0, :24].abs().max() == 0 and out.image[0, -24:].abs().max() == 0  # the padding
+    assert torch.allclose(info.to_original_coords(out.boxes), sample.boxes, atol=1e-4)
+    assert torch.allclose(info.to_original_coords(out.fixations[:, :2]), sample.fixations[:, :2], atol=1e-4)
+    back = info.to_original_map(out.image[0])
+    assert back.shape == (60, 120)
+    assert torch.allclose(back[:, 2:-2], ramp[:, 2:-2], atol=0.02)
+    # Any later geometry invalidates the mapping, so it is removed rather than left stale.
+    assert LETTERBOX_KEY not in Resize((50, 50))(out).meta.extra
+
+
+def test_intensity_changes_only_the_image() -> None:
+    torch.manual_seed(0)
+    original = _sample()
+    out = RandomIntensity(brightness=0.3, contrast=0.3, gamma=0.3)(original)
+    assert not torch.equal(out.image, original.image)
+    assert float(out.image.min()) >= 0 and float(out.image.max()) <= 1
+    assert out.boxes is original.boxes and out.masks is original.masks and out.fixations is original.fixations
+
+
+def test_gaze_map_after_geometry() -> None:
+    out = GazeMap(sigma_fraction=0.02)(Resize((120, 160))(_sample()))
+    assert out.gaze_map.shape == (120, 160)
+    assert float(out.gaze_map.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert GazeMap(0.02)(_sample().replace(fixations=None)).gaze_map is None
+    outside = _sample().replace(fixations=torch.tensor([[500.0, 5.0, 0.2]]))
+    with pytest.raises(DataError, match="mem://rect"):
+        GazeMap(0.02)(outside)
+
+
+def test_build_transforms_is_seeded_and_eval_is_letterbox_only() -> None:
+    sample = _sample()
+    train = build_transforms((64, 64), train=True, augment=True, gaze_sigma_fraction=0.05)
+    torch.manual_seed(7)
+    first = train(sample)
+    torch.manual_seed(7)
+    second = train(sample)
+    torch.manual_seed(8)
+    third = train(sample)
+    assert torch.equal(first.image, second.image) and torch.equal(first.gaze_map, second.gaze_map)
+    assert not torch.equal(first.image, third.image)
+    assert first.size == (64, 64) and first.gaze_map.shape == (64, 64)
+
+    evaluate = build_transforms((64, 64), train=False, augment=True, gaze_sigma_fraction=None)
+    expected = Letterbox((64, 64))(sample)
+    out = evaluate(sample)
+    assert torch.equal(out.image, expected.image) and torch.equal(out.boxes, expected.boxes)
+    assert out.gaze_map is None and out.meta.extra[LETTERBOX_KEY] == expected.meta.extra[LETTERBOX_KEY]
