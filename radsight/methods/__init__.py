@@ -9,6 +9,8 @@ from radsight.methods.base import Method, Prediction
 
 METHODS = {
     "supervised": "radsight.methods.supervised:SupervisedClassifier",
+    "gaze_unet": "radsight.methods.gaze_unet:GazeUNet",
+    "glam": "radsight.methods.glam:GLAM",
 }
 
 

@@ -23,10 +23,17 @@ from radsight.errors import ConfigError
 
 @dataclass
 class Prediction:
-    """Per-image class probabilities and the maps a method produces natively (name -> B x K x h x w)."""
+    """What a method says about a batch.
+
+    - ``probs``: B x C class probabilities.
+    - ``maps``: maps the method produces natively, name -> B x K x h x w (e.g. "saliency", "gaze").
+    - ``regions``: per image, N x 4 xyxy boxes in input pixels that the method chose to look at
+      (e.g. GLAM's patches), drawn on overlays; None when the method has no such regions.
+    """
 
     probs: Tensor
     maps: dict[str, Tensor] | None = None
+    regions: list[Tensor] | None = None
 
 
 class Method(L.LightningModule):
