@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -37,6 +38,9 @@ def reports_errors(command: F) -> F:
         logging.basicConfig(
             level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
         )
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         try:
             return command(*args, **kwargs)
         except RadsightError as error:
@@ -162,6 +166,48 @@ def predict(
 
     written = predict_files(model, files, out, explain or None)
     Console().print(f"wrote {written}")
+
+
+@app.command()
+@reports_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="evaluated run folders; the first is the reference")],
+    out: Annotated[Path, typer.Option(help="folder for compare.json and compare.md")],
+    metric: Annotated[list[str], typer.Option(help="metric(s) to test, e.g. auroc_macro")] = ["auroc_macro"],  # noqa: B006
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+) -> None:
+    """One table of several runs on the same test images, with paired bootstrap tests vs the first."""
+    from radsight.report.compare import compare_runs
+
+    compare_runs(runs, out, metrics=metric, n_boot=n_boot)
+    Console().print((out / "compare.md").read_text())
+
+
+@app.command()
+@reports_errors
+def curve(
+    recipes: Annotated[list[Path], typer.Argument(help="one or more recipe YAML files")],
+    out: Annotated[Path, typer.Option(help="folder for the runs, curve.json and curve.png")],
+    budgets: Annotated[str, typer.Option(help="labelled images per class, comma-separated")] = "10,30,100",
+    seeds: Annotated[int, typer.Option(help="label draws (and training seeds) per budget")] = 3,
+    metric: Annotated[str, typer.Option(help="classification metric to plot")] = "auroc_macro",
+    overrides: SetOption = [],  # noqa: B006
+    resume: Annotated[bool, typer.Option(help="reuse finished runs in --out")] = False,
+) -> None:
+    """Label-efficiency curve: test metric against the number of labels, one line per recipe."""
+    from radsight.curve import run_curve
+    from radsight.errors import ConfigError
+
+    try:
+        values = [int(b) for b in budgets.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
+    payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
+    for name, points in payload["recipes"].items():
+        Console().print(
+            name, [(p["n_labels"], None if p["value"] is None else round(p["value"], 3)) for p in points]
+        )
+    Console().print(f"plot: {out / 'curve.png'}")
 
 
 @data_app.command("inspect")

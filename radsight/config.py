@@ -38,6 +38,7 @@ class DataConfig(Strict):
     image_size: tuple[int, int] = (224, 224)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     budget: int | None = Field(None, description="labelled images per class kept in the training split")
+    budget_seed: int | None = Field(None, description="seed of the budget subset (default: the recipe seed)")
     augment: bool = True
     gaze_sigma_fraction: float | None = None
     batch_size: int = 16

@@ -39,13 +39,22 @@ def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | 
         sample = letterbox(Sample(image=image, meta=meta))
         batch = collate([sample])
         with torch.inference_mode():
-            probs = method.predict(batch).probs[0].float()
+            prediction = method.predict(batch)
+        probs = prediction.probs[0].float()
         target = int(probs.argmax())
+        letterbox_info = sample.meta.extra[LETTERBOX_KEY]
         heat = explain(method.classifier(), batch.images, method=how, targets=[target])[0]
-        heat = sample.meta.extra[LETTERBOX_KEY].to_original_map(heat[None])[0]
+        heat = letterbox_info.to_original_map(heat[None])[0]
+        regions = None
+        if prediction.regions is not None and len(prediction.regions[0]):
+            regions = letterbox_info.to_original_coords(prediction.regions[0].float().cpu())
+        shown = _fit(image[0])
+        scale = shown.shape[-1] / image.shape[-1]
         picture = overlay(
-            _fit(image[0]).numpy(),
+            shown.numpy(),
             _fit(heat).numpy(),
+            boxes=None if regions is None else (regions * scale).numpy(),
+            box_labels=None if regions is None else ["region"] * len(regions),
             title=f"{method.label_names[target]} {float(probs[target]):.2f} ({how})",
         )
         overlay_path = out_dir / f"{path.stem}.overlay.png"
@@ -57,6 +66,7 @@ def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | 
                 "top_label": method.label_names[target],
                 "overlay": overlay_path.name,
                 "original_size": list(info.original_size),
+                "regions": None if regions is None else regions.round().int().tolist(),
             }
         )
     result = out_dir / "predictions.json"

@@ -123,7 +123,8 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
     split = patient_split(union.patient_ids, fractions=data.split, seed=seed)
     train_index = np.asarray(split["train"])
     if data.budget is not None:
-        subset = label_budget_subsets(labels[train_index], [data.budget], seed=seed)[data.budget]
+        budget_seed = seed if data.budget_seed is None else data.budget_seed
+        subset = label_budget_subsets(labels[train_index], [data.budget], seed=budget_seed)[data.budget]
         train_index = train_index[np.asarray(subset)]
     for name, index in (("train", train_index), ("val", split["val"]), ("test", split["test"])):
         if len(index) == 0 and (name != "val" or data.split[1] > 0):

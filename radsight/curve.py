@@ -1,0 +1,102 @@
+"""Label-efficiency curves: train and evaluate a recipe at several label budgets and seeds.
+
+The patient split (and so the test set) stays fixed by the recipe's seed; each (budget, seed) draws a
+nested label subset of the training split (``data.budget`` / ``data.budget_seed``) and trains with that
+seed. The curve's value is the mean test metric over seeds, its band the mean of the per-seed 95%
+patient-bootstrap intervals, and every per-seed number is kept in ``curve.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radsight.checkpoints import write_json
+from radsight.config import load_recipe
+from radsight.errors import DataError
+from radsight.evaluate import evaluate
+from radsight.report.plots import label_efficiency_curves
+from radsight.train import train
+
+log = logging.getLogger(__name__)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def run_curve(
+    recipes: Sequence[Path],
+    budgets: Sequence[int],
+    seeds: int,
+    out_dir: Path,
+    *,
+    metric: str = "auroc_macro",
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train every recipe x budget x seed into ``out_dir/<recipe>/b<budget>-s<seed>``; write JSON and plot.
+
+    With ``resume``, runs that already have metrics.json are read instead of retrained.
+    """
+    results: dict[str, list[dict[str, Any]]] = {}
+    for recipe_path in recipes:
+        base = load_recipe(recipe_path, list(overrides))
+        points = []
+        for budget in budgets:
+            per_seed = []
+            for seed in range(seeds):
+                run_dir = out_dir / base.name / f"b{budget}-s{seed}"
+                metrics_path = run_dir / "metrics.json"
+                if resume and metrics_path.is_file():
+                    section = json.loads(metrics_path.read_text())["classification"]
+                else:
+                    recipe = load_recipe(
+                        recipe_path,
+                        [*overrides, f"data.budget={budget}", f"data.budget_seed={seed}", f"seed={seed}"],
+                    )
+                    try:
+                        result = train(recipe, run_dir, resume=resume and (run_dir / "recipe.yaml").is_file())
+                    except DataError as error:
+                        log.warning("%s: budget %d skipped (%s)", base.name, budget, error.problem)
+                        break
+                    section = evaluate(
+                        result.method,
+                        result.splits.test,
+                        run_dir,
+                        recipe.evaluation,
+                        title=f"{recipe.name}: {budget} labels per class, seed {seed}",
+                        batch_size=recipe.data.batch_size,
+                        seed=seed,
+                    )["classification"]
+                per_seed.append(
+                    {
+                        "seed": seed,
+                        "value": section.get(metric),
+                        "ci_low": section.get(f"{metric}_ci_low"),
+                        "ci_high": section.get(f"{metric}_ci_high"),
+                    }
+                )
+            if not per_seed:
+                continue
+            points.append(
+                {
+                    "n_labels": budget,
+                    "value": _mean([s["value"] for s in per_seed]),
+                    "ci_low": _mean([s["ci_low"] for s in per_seed]),
+                    "ci_high": _mean([s["ci_high"] for s in per_seed]),
+                    "seeds": per_seed,
+                }
+            )
+        results[base.name] = points
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"metric": metric, "budgets": list(budgets), "seeds": seeds, "recipes": results}
+    write_json(out_dir / "curve.json", payload)
+    label_efficiency_curves(results, out_dir / "curve.png", metric=metric)
+    return payload

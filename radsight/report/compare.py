@@ -1,0 +1,126 @@
+"""Compare evaluated runs on the same test images: one table with CIs, and paired bootstrap tests.
+
+Each run folder holds the ``metrics.json`` and ``predictions.json`` that ``radsight evaluate`` (or
+``train``) writes. The first run is the reference every other run is tested against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radsight.checkpoints import write_json
+from radsight.errors import ConfigError
+from radsight.evaluate import load_predictions
+from radsight.metrics.classification import paired_bootstrap_test
+
+HEADLINE = ("auroc_macro", "auprc_macro", "ece")
+
+
+def _aligned(runs: Sequence[Path]) -> tuple[list[str], list[np.ndarray], np.ndarray, list[str]]:
+    """Probabilities of every run over the images all runs share, in the reference run's order."""
+    loaded = [load_predictions(run) for run in runs]
+    names = loaded[0][0]
+    for run, (other, *_rest) in zip(runs, loaded, strict=True):
+        if other != names:
+            raise ConfigError(f"{run}: label names {other} differ from the reference's {names}")
+    shared = set.intersection(*(set(paths) for *_, paths in loaded))
+    if not shared:
+        raise ConfigError("the runs share no test image: compare runs evaluated on the same data")
+    _, _, labels, patients, paths = loaded[0]
+    keep = [j for j, p in enumerate(paths) if p in shared]
+    order = [p for p in paths if p in shared]
+    probs = []
+    for _, run_probs, _, _, run_paths in loaded:
+        where = {p: j for j, p in enumerate(run_paths)}
+        probs.append(run_probs[[where[p] for p in order]])
+    return names, probs, labels[keep], [patients[j] for j in keep]
+
+
+def compare_runs(
+    runs: Sequence[Path],
+    out_dir: Path,
+    *,
+    metrics: Sequence[str] = ("auroc_macro",),
+    n_boot: int = 1000,
+    seed: int = 0,
+    multilabel: bool | None = None,
+) -> dict[str, Any]:
+    """Write compare.json and compare.md: headline metrics per run, tests of each run vs the first."""
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs")
+    runs = [Path(r) for r in runs]
+    for run in runs:
+        if not (run / "predictions.json").is_file() or not (run / "metrics.json").is_file():
+            raise ConfigError(f"{run}: no metrics.json and predictions.json here (evaluate the run first)")
+    names, probs, labels, patients = _aligned(runs)
+    if multilabel is None:
+        config = (
+            json.loads((runs[0] / "config.json").read_text()) if (runs[0] / "config.json").is_file() else {}
+        )
+        multilabel = config.get("task", "multilabel") == "multilabel"
+    table = []
+    for run in runs:
+        section = json.loads((run / "metrics.json").read_text()).get("classification", {})
+        table.append({"run": str(run), **{k: section.get(k) for k in HEADLINE}, **_cis(section)})
+    tests = [
+        {
+            "run": str(run),
+            "reference": str(runs[0]),
+            **paired_bootstrap_test(
+                probs[j],
+                probs[0],
+                labels,
+                patients,
+                metric=metric,
+                multilabel=multilabel,
+                n_boot=n_boot,
+                seed=seed,
+            ),
+        }
+        for j, run in enumerate(runs[1:], start=1)
+        for metric in metrics
+    ]
+    result = {"label_names": names, "n_images": len(patients), "runs": table, "paired_tests": tests}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "compare.json", result)
+    (out_dir / "compare.md").write_text(render_markdown(result))
+    return result
+
+
+def _cis(section: dict[str, Any]) -> dict[str, Any]:
+    return {f"{k}{s}": section.get(f"{k}{s}") for k in HEADLINE for s in ("_ci_low", "_ci_high")}
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if value is None:
+        return "undefined"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Comparison on {result['n_images']} shared test images",
+        "",
+        "| run | " + " | ".join(HEADLINE) + " |",
+        "|---|" + "---|" * len(HEADLINE),
+    ]
+    lines += [
+        "| " + " | ".join([row["run"], *(_cell(row, k) for k in HEADLINE)]) + " |" for row in result["runs"]
+    ]
+    lines += [
+        "",
+        "## Paired bootstrap tests against the first run",
+        "",
+        "| run | metric | difference [95% CI] | p |",
+    ]
+    lines += ["|---|---|---|---|"]
+    for test in result["paired_tests"]:
+        p = "undefined" if test["p_value"] is None else f"{test['p_value']:.4f}"
+        lines.append(f"| {test['run']} | {test['metric']} | {_cell(test, 'difference')} | {p} |")
+    return "\n".join(lines) + "\n"
