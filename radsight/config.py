@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from radsight.errors import ConfigError
 
@@ -41,6 +41,9 @@ class DataConfig(Strict):
     budget_seed: int | None = Field(None, description="seed of the budget subset (default: the recipe seed)")
     augment: bool = True
     gaze_sigma_fraction: float | None = None
+    pseudo_gaze: bool = Field(
+        False, description="stand-in fixations from boxes where gaze is absent (radsight.data.pseudo_gaze)"
+    )
     batch_size: int = 16
     num_workers: int = 0
     on_bad_file: Literal["raise", "skip"] = "raise"
@@ -51,6 +54,12 @@ class DataConfig(Strict):
         if abs(sum(value) - 1.0) > 1e-6 or min(value) < 0:
             raise ValueError(f"split fractions must be non-negative and sum to 1, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _pseudo_gaze_needs_a_map(self) -> DataConfig:
+        if self.pseudo_gaze and self.gaze_sigma_fraction is None:
+            raise ValueError("pseudo_gaze makes fixations: set gaze_sigma_fraction to turn them into a map")
+        return self
 
 
 class StageConfig(Strict):

@@ -87,11 +87,16 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics = {
+            k.removesuffix("_epoch"): float(v)
+            for k, v in trainer.callback_metrics.items()
+            if v.numel() == 1 and not k.endswith("_step")
+        }
         line = {
             "stage": self.stage,
             "epoch": trainer.current_epoch,
             "pid": os.getpid(),
+            "world_size": trainer.world_size,
             "seconds": round(time.perf_counter() - self.started, 2),
             **metrics,
         }
@@ -107,6 +112,12 @@ class TrainResult:
     method: Method
     splits: DataSplits
     is_global_zero: bool
+
+
+def is_launching_process() -> bool:
+    """True in the process a user started; False in the ranks that Lightning or a cluster launcher
+    starts for DDP (they re-run the same command and must not re-check or rewrite the run folder)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def _check_out_dir(out_dir: Path, resume: bool) -> None:
@@ -134,7 +145,7 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
         precision=cfg.precision,
         gradient_clip_val=cfg.gradient_clip_val,
         default_root_dir=stage_dir,
-        callbacks=[ModelCheckpoint(dirpath=stage_dir, save_last=True, save_top_k=0), *callbacks],
+        callbacks=[ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_epochs=1), *callbacks],
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=cfg.progress_bar,
@@ -157,11 +168,13 @@ def export_config(recipe: Recipe, label_names: list[str]) -> dict[str, Any]:
 def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainResult:
     """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept."""
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, resume)
+    launching = is_launching_process()
+    if launching:
+        _check_out_dir(out_dir, resume)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = build_splits(recipe.data, recipe.seed)
     method = build_method(recipe, splits.label_names)
-    if os.environ.get("LOCAL_RANK", "0") == "0" and not resume:
+    if launching and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         write_json(out_dir / "splits.json", splits.indices)

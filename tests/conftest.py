@@ -40,3 +40,40 @@ def mirror(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+TINY_TRAINING = [
+    "model.backbone=tiny_cnn",
+    "data.sources.0.options={n: 240, size: [128, 128], seed: 1, lesion_scale: 1.5}",
+    "data.image_size=[128, 128]",
+    "stages.0.epochs=8",
+    "stages.0.lr=0.003",
+    "evaluation.n_boot=200",
+    "trainer.progress_bar=false",
+]
+"""Overrides of recipes/baseline_cpu.yaml for a phantom task a tiny CNN learns in about 15 s."""
+
+
+def run_cli(*args: str, expect: int = 0):
+    """Invoke the radsight CLI in-process and check its exit code, showing its output on failure."""
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == expect, f"exit {result.exit_code}, expected {expect}:\n{result.output}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def recipes_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, recipes_dir: Path) -> Path:
+    """A baseline trained once through ``radsight train`` for the tests that need a model."""
+    out = tmp_path_factory.mktemp("run") / "baseline"
+    overrides = [item for override in TINY_TRAINING for item in ("--set", override)]
+    run_cli("train", recipes_dir / "baseline_cpu.yaml", "--out", out, *overrides)
+    return out

@@ -25,13 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def build_source(spec: SourceSpec, on_bad_file: str = "raise") -> Any:
-    """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not)."""
+    """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
+
+    ``${VAR}`` in the root and in string options (e.g. ``images_root``) is read from the environment.
+    """
     cls = source_class(spec.name)
+    options = {k: expand_env(v) if isinstance(v, str) else v for k, v in spec.options.items()}
     if "root" not in inspect.signature(cls).parameters:
-        return cls(**spec.options)
+        return cls(**options)
     if spec.root is None:
         raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
-    return cls(Path(expand_env(spec.root)), on_bad_file=on_bad_file, **spec.options)
+    return cls(Path(expand_env(spec.root)), on_bad_file=on_bad_file, **options)
 
 
 class LabelledUnion(Dataset):
@@ -131,12 +135,20 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
             raise DataError(None, f"the {name} split is empty: the dataset has {len(union)} images")
     train_view = union.with_transform(
         build_transforms(
-            data.image_size, train=True, augment=data.augment, gaze_sigma_fraction=data.gaze_sigma_fraction
+            data.image_size,
+            train=True,
+            augment=data.augment,
+            gaze_sigma_fraction=data.gaze_sigma_fraction,
+            pseudo_gaze=data.pseudo_gaze,
         )
     )
     eval_view = union.with_transform(
         build_transforms(
-            data.image_size, train=False, augment=False, gaze_sigma_fraction=data.gaze_sigma_fraction
+            data.image_size,
+            train=False,
+            augment=False,
+            gaze_sigma_fraction=data.gaze_sigma_fraction,
+            pseudo_gaze=data.pseudo_gaze,
         )
     )
     log.info(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,8 @@ class PhantomDataset(Dataset):
     """
 
     kind = "phantom"
+    lesion_names: tuple[str, ...] = tuple(LESION_PATTERNS)
+    """The lesion classes a subclass can draw; ``classes`` must be among them."""
 
     def __init__(
         self,
@@ -75,9 +78,9 @@ class PhantomDataset(Dataset):
         images_per_patient: int = 2,
         transform: Transform | None = None,
     ) -> None:
-        unknown = [name for name in classes if name not in LESION_PATTERNS]
+        unknown = [name for name in classes if name not in self.lesion_names]
         if unknown:
-            raise ConfigError(f"unknown phantom lesion class(es) {unknown}; known: {sorted(LESION_PATTERNS)}")
+            raise ConfigError(f"unknown phantom lesion class(es) {unknown}; known: {sorted(self.lesion_names)}")
         if min(size) < 32:
             raise ConfigError(f"phantom images must be at least 32 x 32 pixels, got {size}")
         if n < 1 or images_per_patient < 1:
@@ -147,7 +150,14 @@ class PhantomChestXray(PhantomDataset):
 
     The patient's right lung is on the image's left, as on a PA film, and reports say so. Masks are
     one per class (all false when absent) plus ``"lungs"``; boxes and ``box_labels`` name each lesion.
+    ``lesion_scale`` multiplies every lesion's radius: above 1 the task gets easier, for quick checks.
     """
+
+    def __init__(self, n: int, *, lesion_scale: float = 1.0, **options: Any) -> None:
+        if not 0.25 <= lesion_scale <= 4.0:
+            raise ConfigError(f"phantom lesion_scale must lie in [0.25, 4], got {lesion_scale}")
+        super().__init__(n, **options)
+        self.lesion_scale = lesion_scale
 
     def render(
         self, index: int, present: list[str], patient_rng: np.random.Generator, image_rng: np.random.Generator
@@ -162,7 +172,7 @@ class PhantomChestXray(PhantomDataset):
             masks[name] = np.zeros(self.size, dtype=bool)
             if name not in present:
                 continue
-            radius = image_rng.uniform(*RADIUS_RANGE) * short_side
+            radius = image_rng.uniform(*RADIUS_RANGE) * short_side * self.lesion_scale
             lesion = _place_lesion(name, radius, lungs, lesions, image_rng)
             window, t = _disk(lesion, self.size)
             inside = t < 1.0

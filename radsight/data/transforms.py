@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from radsight.data.gaze import fixations_to_map
+from radsight.data.pseudo_gaze import PseudoGaze
 from radsight.data.sample import Sample
 from radsight.errors import DataError
 
@@ -307,13 +308,16 @@ def build_transforms(
     train: bool,
     augment: bool,
     gaze_sigma_fraction: float | None,
+    pseudo_gaze: bool = False,
 ) -> Callable[[Sample], Sample]:
-    """The pipeline every recipe uses: letterbox, mild affine + intensity when training with
+    """The pipeline every recipe uses: box-derived stand-in fixations first when ``pseudo_gaze``
+    (see ``radsight.data.pseudo_gaze``), letterbox, mild affine + intensity when training with
     ``augment``, then the gaze map when ``gaze_sigma_fraction`` is given.
 
     No flip (left/right is anatomy) and no crop (it could cut away the lesion a label refers to).
     """
-    steps: list[Callable[[Sample], Sample]] = [Letterbox(image_size)]
+    steps: list[Callable[[Sample], Sample]] = [PseudoGaze()] if pseudo_gaze else []
+    steps.append(Letterbox(image_size))
     if train and augment:
         steps += [RandomAffine(), RandomIntensity()]
     if gaze_sigma_fraction is not None:

@@ -18,6 +18,7 @@ network and schedule.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -47,7 +48,7 @@ STAGE_PARTS: dict[str, tuple[str, ...]] = {
 
 
 class GazeUNetOptions(Strict):
-    encoder: str = Field("densenet201", description="encoder A: any registry backbone name")
+    backbone: str = Field("densenet201", description="encoder A: any registry backbone name")
     pretrained: str | None = Field(None, description="encoder A weights: a local file or 'imagenet'")
     unet_filters: tuple[int, int, int, int, int] = (64, 128, 256, 512, 1024)
     unet_width: float = Field(1.0, gt=0, description="multiplier of encoder B's filters (CPU recipes)")
@@ -74,9 +75,7 @@ class UNetEncoder(nn.Module):
     def __init__(self, filters: tuple[int, ...], reduction: int) -> None:
         super().__init__()
         channels = (1, *filters)
-        self.levels = nn.ModuleList(
-            ResidualSEBlock(a, b, reduction) for a, b in zip(channels[:-1], channels[1:], strict=True)
-        )
+        self.levels = nn.ModuleList(ResidualSEBlock(a, b, reduction) for a, b in itertools.pairwise(channels))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         skips = []
@@ -97,13 +96,11 @@ class GazeUNet(Method):
     ) -> None:
         super().__init__(label_names, task, model, stages)
         opts = self.options
-        self.encoder_a = create_backbone(opts.encoder, in_chans=1, pretrained=opts.pretrained)
+        self.encoder_a = create_backbone(opts.backbone, in_chans=1, pretrained=opts.pretrained)
         filters = tuple(max(1, round(f * opts.unet_width)) for f in opts.unet_filters)
         self.encoder_b = UNetEncoder(filters, opts.se_reduction)
         widths = (self.encoder_a.num_features, *reversed(filters))
-        self.decoder = nn.ModuleList(
-            UpBlock(a, skip, skip) for a, skip in zip(widths[:-1], widths[1:], strict=True)
-        )
+        self.decoder = nn.ModuleList(UpBlock(a, skip, skip) for a, skip in itertools.pairwise(widths))
         self.saliency_head = nn.Conv2d(filters[0], 1, 1)
         self.fusion_classifier = nn.Sequential(
             nn.Linear(self.encoder_a.num_features + filters[0], opts.fusion_features),
@@ -113,7 +110,9 @@ class GazeUNet(Method):
         )
         features = self.encoder_a.num_features
         self.projection = nn.Sequential(
-            nn.Linear(features, features), nn.ReLU(inplace=True), nn.Linear(features, opts.projection_features)
+            nn.Linear(features, features),
+            nn.ReLU(inplace=True),
+            nn.Linear(features, opts.projection_features),
         )
         # log sigma^2 of each task's loss, in TASK_ORDER
         self.log_variances = nn.Parameter(torch.zeros(2))

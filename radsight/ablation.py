@@ -1,0 +1,348 @@
+"""Ablations: train several variants of one recipe under the same budget and compare them in one table.
+
+An ablation file names a base recipe, the variants as ``--set``-style overrides of it, the reference
+variant and the budget::
+
+    name: gaze_unet_ablation_cpu
+    base: gaze_unet_cpu.yaml          # relative to this file
+    reference: staged
+    epochs: 6                         # every variant's stages must add up to this many epochs
+    variants:
+      - {name: staged, set: []}
+      - {name: joint_only, set: ["stages=[{name: joint, epochs: 6}]"]}
+
+"Same budget" means the same data, split, seed and trainer settings and the same number of passes over
+the training images (the sum of the stages' epochs); a variant that changes any of these is refused.
+Command-line ``--set`` overrides apply to every variant, after its own.
+
+Every variant is trained and evaluated (its own report) in ``<out>/variants/<name>``, then scored on
+the same test images: macro AUROC, and the Pearson correlation (CC) of its attention map with the held-out
+gaze map, where the attention map is the method's native saliency map or, for a method without one,
+Grad-CAM of its top class. Each variant is compared with the reference by paired patient-bootstrap
+tests. ``ablation.json``, ``ablation.md`` and ``attention.png`` (true gaze beside every variant's map)
+hold the comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from numpy.typing import ArrayLike
+from pydantic import Field
+from torch import Tensor
+
+from radsight.checkpoints import write_json
+from radsight.config import Recipe, Strict, apply_overrides, parse_recipe
+from radsight.data.sample import Batch, collate
+from radsight.errors import ConfigError
+from radsight.evaluate import evaluate
+from radsight.explain.cam import explain
+from radsight.explain.overlay import overlay, save_grid
+from radsight.methods import Method
+from radsight.metrics.bootstrap import bootstrap, json_float, mean_with_ci, patient_groups, with_ci
+from radsight.metrics.classification import classification_section, paired_bootstrap_test
+from radsight.metrics.saliency import cc
+from radsight.train import make_loader, train
+
+log = logging.getLogger(__name__)
+
+
+class Variant(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    set: list[str] = Field(default_factory=list, description="overrides of the base recipe, key=value")
+    description: str = ""
+
+
+class AblationConfig(Strict):
+    name: str
+    base: str = Field(description="the base recipe, relative to the ablation file")
+    reference: str
+    epochs: int = Field(gt=0, description="budget: epochs over all stages of every variant")
+    variants: list[Variant]
+
+
+def load_ablation(path: str | Path) -> tuple[AblationConfig, Path]:
+    """The ablation file, validated, and the path of its base recipe."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: ablation file not found")
+    try:
+        config = AblationConfig.model_validate(yaml.safe_load(path.read_text()))
+    except Exception as error:  # YAML or validation: one readable line either way
+        raise ConfigError(f"{path}: invalid ablation file ({error})") from None
+    names = [v.name for v in config.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: variant names repeat: {names}")
+    if config.reference not in names:
+        raise ConfigError(f"{path}: reference {config.reference!r} is not a variant ({names})")
+    base = path.parent / config.base
+    if not base.is_file():
+        raise ConfigError(f"{path}: base recipe {base} not found")
+    return config, base
+
+
+def variant_recipes(config: AblationConfig, base: Path, overrides: list[str]) -> dict[str, Recipe]:
+    """Each variant's full recipe, checked to share the reference's data, seed, trainer and budget."""
+    recipes = {}
+    for variant in config.variants:
+        raw = apply_overrides(yaml.safe_load(base.read_text()), [*variant.set, *overrides])
+        raw["name"] = f"{config.name}:{variant.name}"
+        recipe = parse_recipe(raw, f"{base} + variant {variant.name}")
+        total = sum(stage.epochs for stage in recipe.stages)
+        if total != config.epochs:
+            raise ConfigError(
+                f"variant {variant.name!r} trains {total} epochs in all; the budget is {config.epochs}"
+            )
+        recipes[variant.name] = recipe
+    reference = recipes[config.reference]
+    for name, recipe in recipes.items():
+        for field in ("data", "seed", "trainer"):
+            if getattr(recipe, field) != getattr(reference, field):
+                raise ConfigError(f"variant {name!r} changes {field}: every variant must share it")
+    return recipes
+
+
+@dataclass
+class Scores:
+    """One variant on the test images: probabilities, per-image gaze CC (NaN without gaze)."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    patient_ids: list[str]
+    gaze_cc: np.ndarray
+    map_source: str
+
+
+def attention_maps(method: Method, batch: Batch) -> tuple[Tensor, Tensor, str]:
+    """Class probabilities, B x H x W attention maps and where the maps come from.
+
+    The method's native "saliency" map when its prediction has one, else Grad-CAM of each image's top
+    class (the usual way to ask a plain classifier where it looked).
+    """
+    method.eval()
+    with torch.inference_mode():
+        prediction = method.predict(batch)
+    if prediction.maps is not None and "saliency" in prediction.maps:
+        return prediction.probs, prediction.maps["saliency"][:, 0], "native"
+    return prediction.probs, explain(method.classifier(), batch.images, method="gradcam"), "gradcam"
+
+
+def score(method: Method, dataset: Any, batch_size: int) -> Scores:
+    device = next(method.parameters()).device
+    probs, labels, patients, ccs, sources = [], [], [], [], set()
+    for batch in make_loader(dataset, batch_size, shuffle=False):
+        batch = batch.to(device)
+        batch_probs, maps, source = attention_maps(method, batch)
+        sources.add(source)
+        probs.append(batch_probs.float().cpu().numpy())
+        n = len(batch)
+        labels.append(
+            batch.labels.cpu().numpy()
+            if batch.labels is not None
+            else np.full((n, method.num_classes), np.nan)
+        )
+        patients += [m.patient_id for m in batch.meta]
+        for i in range(n):
+            has_gaze = batch.gaze_valid is not None and bool(batch.gaze_valid[i])
+            ccs.append(cc(maps[i], batch.gaze_maps[i]) if has_gaze else np.nan)
+    return Scores(np.concatenate(probs), np.concatenate(labels), patients, np.array(ccs), "/".join(sources))
+
+
+def paired_mean_test(
+    values_a: ArrayLike,
+    values_b: ArrayLike,
+    patient_ids: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    metric: str = "mean",
+) -> dict:
+    """Difference of per-image means, mean(A) - mean(B), over images where both are defined, with a
+    paired patient-bootstrap interval and two-sided p-value (the convention of
+    ``paired_bootstrap_test``: resampled differences centred on the observed one, +1 smoothing)."""
+    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    keep = ~np.isnan(a) & ~np.isnan(b)
+    if not keep.any():
+        raise ValueError("no image has a value for both models")
+    a, b = a[keep], b[keep]
+    groups = patient_groups(np.asarray(patient_ids)[keep], int(keep.sum()))
+
+    def means(weights: np.ndarray) -> dict[str, np.ndarray]:
+        total = weights.sum(axis=1)
+        return {"a": weights @ a / total, "b": weights @ b / total, "difference": weights @ (a - b) / total}
+
+    observed = {k: float(v[0]) for k, v in means(np.ones((1, a.size))).items()}
+    boots = bootstrap(means, groups, n_boot, seed)
+    shifted = boots["difference"] - observed["difference"]
+    p_value = (1 + np.sum(np.abs(shifted) >= abs(observed["difference"]))) / (1 + shifted.size)
+    return {
+        "metric": metric,
+        "model_a": observed["a"],
+        "model_b": observed["b"],
+        **with_ci("difference", observed["difference"], boots["difference"]),
+        "p_value": json_float(p_value),
+        "n_images": int(a.size),
+        "n_boot": n_boot,
+        "seed": seed,
+    }
+
+
+def compare(
+    scores: dict[str, Scores], recipes: dict[str, Recipe], reference: str, n_boot: int, seed: int
+) -> dict:
+    """The comparison table: AUROC and gaze CC with CIs, and paired tests of each variant vs reference."""
+    ref = scores[reference]
+    multilabel = recipes[reference].task == "multilabel"
+    rows = {}
+    for name, s in scores.items():
+        if s.patient_ids != ref.patient_ids:
+            raise ValueError(f"variant {name!r} was scored on other test images than the reference")
+        section = classification_section(
+            s.probs,
+            s.labels,
+            recipes[name].data.labels,
+            s.patient_ids,
+            multilabel=multilabel,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        row: dict[str, Any] = {
+            "method": recipes[name].method,
+            "stages": [f"{st.name}:{st.epochs}" for st in recipes[name].stages],
+            **{k: section[k] for k in ("auroc_macro", "auroc_macro_ci_low", "auroc_macro_ci_high")},
+            "map_source": s.map_source,
+            **mean_with_ci("gaze_cc", s.gaze_cc, s.patient_ids, n_boot=n_boot, seed=seed),
+            "n_images_with_gaze": int((~np.isnan(s.gaze_cc)).sum()),
+        }
+        if name != reference:
+            common = {"n_boot": n_boot, "seed": seed}
+            row["vs_reference"] = {
+                "auroc_macro": paired_bootstrap_test(
+                    s.probs, ref.probs, ref.labels, ref.patient_ids, multilabel=multilabel, **common
+                ),
+            }
+            if row["n_images_with_gaze"]:
+                row["vs_reference"]["gaze_cc"] = paired_mean_test(
+                    s.gaze_cc, ref.gaze_cc, ref.patient_ids, metric="gaze_cc", **common
+                )
+        rows[name] = row
+    return {
+        "reference": reference,
+        "n_test_images": int(ref.probs.shape[0]),
+        "n_boot": n_boot,
+        "variants": rows,
+    }
+
+
+def _interval(row: dict, key: str) -> str:
+    value, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+
+
+def markdown(table: dict, title: str) -> str:
+    ref, budget = table["reference"], table["budget_epochs"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{table['n_test_images']} test images, every variant trained for {budget} epochs in all on the same "
+        f"split. 95% patient-bootstrap intervals ({table['n_boot']} resamples); Δ and p are paired tests "
+        f"against `{ref}`. Gaze CC: Pearson correlation of the attention map with the held-out gaze map "
+        "(native = the method's own map, gradcam = Grad-CAM of the top class).",
+        "",
+        "| variant | stages (epochs) | AUROC macro [95% CI] | Δ AUROC [95% CI] | p | gaze CC [95% CI] | map "
+        "| Δ CC [95% CI] | p |",
+        "|---|---|---|---|---:|---|---|---|---:|",
+    ]
+    for name, row in table["variants"].items():
+        tests = row.get("vs_reference", {})
+        cells = [f"`{name}`" + (" (ref)" if name == ref else ""), ", ".join(row["stages"])]
+        for key, test in (("auroc_macro", tests.get("auroc_macro")), ("gaze_cc", tests.get("gaze_cc"))):
+            cells.append(_interval(row, key))
+            if key == "gaze_cc":
+                cells.append(row["map_source"])
+            if test is None:
+                cells += ["—", "—"]
+            else:
+                cells += [
+                    _interval(test, "difference"),
+                    "n/a" if test["p_value"] is None else f"{test['p_value']:.3f}",
+                ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *(f"- `{name}`: {text}" for name, text in table["descriptions"].items() if text)]
+    return "\n".join(lines) + "\n"
+
+
+def attention_grid(methods: dict[str, Method], dataset: Any, path: Path, n: int = 6) -> Path | None:
+    """Rows of test images with gaze: the image with its true gaze, then every variant's attention map."""
+    samples = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if sample is not None and sample.gaze_map is not None:
+            samples.append(sample)
+        if len(samples) == n:
+            break
+    if not samples:
+        return None
+    batch = collate(samples)
+    columns = {}
+    for name, method in methods.items():
+        device = next(method.parameters()).device
+        _, maps, source = attention_maps(method, batch.to(device))
+        columns[f"{name} ({source})"] = maps.cpu()
+    rows = []
+    for i, sample in enumerate(samples):
+        image = sample.image[0].numpy()
+        row = [overlay(image, gaze_map=sample.gaze_map, fixations=sample.fixations, title="true gaze")]
+        row += [
+            overlay(image, maps[i].numpy() / max(float(maps[i].max()), 1e-12)) for maps in columns.values()
+        ]
+        rows.append(row)
+    return save_grid(rows, path, titles=["image + gaze", *columns])
+
+
+def run_ablation(
+    path: str | Path,
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    n_boot: int | None = None,
+) -> dict:
+    """Train, evaluate and score every variant, then write ablation.json, ablation.md and attention.png."""
+    config, base = load_ablation(path)
+    recipes = variant_recipes(config, base, overrides or [])
+    out_dir = Path(out_dir)
+    methods, scores, test = {}, {}, None
+    for name, recipe in recipes.items():
+        run_dir = out_dir / "variants" / name
+        log.info("ablation %s: variant %s", config.name, name)
+        result = train(recipe, run_dir, resume=resume and (run_dir / "recipe.yaml").is_file())
+        evaluation = recipe.evaluation.model_copy(update={} if n_boot is None else {"n_boot": n_boot})
+        evaluate(
+            result.method,
+            result.splits.test,
+            run_dir,
+            evaluation,
+            title=f"{recipe.name}: test split",
+            batch_size=recipe.data.batch_size,
+            seed=recipe.seed,
+        )
+        methods[name], test = result.method, result.splits.test
+        scores[name] = score(result.method, test, recipe.data.batch_size)
+    reference = recipes[config.reference]
+    boots = reference.evaluation.n_boot if n_boot is None else n_boot
+    table = compare(scores, recipes, config.reference, boots, reference.seed)
+    table |= {"name": config.name, "base": str(base), "budget_epochs": config.epochs}
+    table["descriptions"] = {v.name: v.description for v in config.variants}
+    write_json(out_dir / "ablation.json", table)
+    (out_dir / "ablation.md").write_text(markdown(table, f"Ablation {config.name}"))
+    attention_grid(methods, test, out_dir / "attention.png")
+    return table

@@ -1,0 +1,235 @@
+"""The CLI as a user runs it: evaluate, predict, compare, curve, data inspect, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_TRAINING, run_cli
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from radsight.data.phantoms import PhantomChestXray
+
+
+def assert_one_line_error(output: str, *fragments: str) -> None:
+    assert "Traceback" not in output
+    assert output.strip().startswith("error:") or "error:" in output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+def test_evaluate_reproduces_the_training_metrics(trained_model, tmp_path):
+    run_cli("evaluate", "--model", trained_model, "--out", tmp_path, "--n-boot", "200")
+    again = json.loads((tmp_path / "metrics.json").read_text())["classification"]
+    first = json.loads((trained_model / "metrics.json").read_text())["classification"]
+    assert again["auroc_macro"] == pytest.approx(first["auroc_macro"])
+    assert set(again["per_label"]) == {"nodule", "opacity"}
+    for name in ("report.md", "report.html", "roc.png", "pr.png", "reliability.png", "overlays.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_predict_png_and_real_dicom(trained_model, tmp_path):
+    png = tmp_path / "phantom.png"
+    image = PhantomChestXray(1, size=(150, 120), seed=3)[0].image[0].numpy()
+    Image.fromarray((image * 255).astype(np.uint8)).save(png)
+    dicom = Path(get_testdata_file("RG1_UNCR.dcm"))
+    out = tmp_path / "out"
+    run_cli("predict", "--model", trained_model, png, dicom, "--out", out)
+    result = json.loads((out / "predictions.json").read_text())
+    assert [Path(f["path"]).name for f in result["files"]] == ["phantom.png", "RG1_UNCR.dcm"]
+    for row in result["files"]:
+        assert set(row["probabilities"]) == {"nodule", "opacity"}
+        assert all(0.0 <= p <= 1.0 for p in row["probabilities"].values())
+    # the overlay is drawn in the file's own frame (the 1955 x 1841 radiograph fits the 2048 limit)
+    assert Image.open(out / "phantom.overlay.png").size == (120, 150)
+    assert Image.open(out / "RG1_UNCR.overlay.png").size == (1841, 1955)
+
+
+def test_compare_two_runs_on_the_same_test_set(trained_model, tmp_path):
+    second = tmp_path / "second"
+    run_cli("evaluate", "--model", trained_model, "--out", second, "--n-boot", "100")
+    out = tmp_path / "cmp"
+    run_cli("compare", trained_model, second, "--out", out, "--n-boot", "200")
+    result = json.loads((out / "compare.json").read_text())
+    test = result["paired_tests"][0]
+    assert test["difference"] == pytest.approx(0.0) and test["p_value"] == pytest.approx(1.0)
+    assert "Paired bootstrap tests" in (out / "compare.md").read_text()
+
+
+@pytest.mark.slow
+def test_label_efficiency_curve(recipes_dir, tmp_path):
+    overrides = [item for o in [*TINY_TRAINING, "stages.0.epochs=2"] for item in ("--set", o)]
+    run_cli(
+        "curve",
+        recipes_dir / "baseline_cpu.yaml",
+        "--out",
+        tmp_path,
+        "--budgets",
+        "5,15",
+        "--seeds",
+        "1",
+        *overrides,
+    )
+    payload = json.loads((tmp_path / "curve.json").read_text())
+    points = payload["recipes"]["baseline_cpu"]
+    assert [p["n_labels"] for p in points] == [5, 15]
+    assert all(p["value"] is not None for p in points)
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    split = json.loads((tmp_path / "baseline_cpu" / "b5-s0" / "splits.json").read_text())
+    bigger = json.loads((tmp_path / "baseline_cpu" / "b15-s0" / "splits.json").read_text())
+    assert split["test"] == bigger["test"] and set(split["train"]) < set(bigger["train"])
+
+
+def test_data_inspect_on_real_nih(data_root, tmp_path):
+    run_cli("data", "inspect", "--source", "nih", "--root", data_root / "nih-cxr14", "--out", tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["images"] == 199 and summary["labels"]["Pneumonia"]["positive"] == 163
+    assert 0 < summary["coverage"]["boxes"] < 1
+    assert Image.open(tmp_path / "contact_sheet.png").size[0] > 512
+
+
+def test_data_inspect_on_phantoms_counts_gaze(tmp_path):
+    run_cli("data", "inspect", "--source", "phantom", "--set", "n=12", "--out", tmp_path, "--max-images", "4")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["coverage"]["fixations"] == 1.0 and summary["coverage"]["report"] == 1.0
+
+
+# --- bad input: one line naming the file and the problem, exit code 2 -------------------------------
+
+
+def test_truncated_png_in_predict(trained_model, tmp_path):
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8) + 7).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 3])
+    result = run_cli(
+        "predict", "--model", trained_model, tmp_path / "cut.png", "--out", tmp_path / "o", expect=2
+    )
+    assert_one_line_error(result.output, "cut.png", "corrupt")
+
+
+def test_dicom_without_pixels_in_predict(trained_model, tmp_path):
+    import pydicom
+
+    dataset = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"))
+    del dataset.PixelData
+    dataset.save_as(tmp_path / "nopixels.dcm")
+    result = run_cli(
+        "predict", "--model", trained_model, tmp_path / "nopixels.dcm", "--out", tmp_path / "o", expect=2
+    )
+    assert_one_line_error(result.output, "nopixels.dcm", "no pixel data")
+
+
+def test_unknown_label_in_recipe(recipes_dir, tmp_path):
+    result = run_cli(
+        "train",
+        recipes_dir / "baseline_cpu.yaml",
+        "--out",
+        tmp_path / "r",
+        "--set",
+        "data.labels=[nodule,Pneumothorax]",
+        expect=2,
+    )
+    assert_one_line_error(result.output, "unknown label name(s) ['Pneumothorax']", "nodule")
+
+
+def test_typo_in_recipe_is_refused(recipes_dir, tmp_path):
+    result = run_cli(
+        "train",
+        recipes_dir / "baseline_cpu.yaml",
+        "--out",
+        tmp_path / "r",
+        "--set",
+        "data.batchsize=4",
+        expect=2,
+    )
+    assert_one_line_error(result.output, "baseline_cpu.yaml", "data.batchsize")
+
+
+def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule") -> Path:
+    Image.fromarray(np.full((40, 50), 90, dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "data.csv").write_text(f"{header}\n{rows}\n")
+    return tmp_path
+
+
+def test_manifest_missing_column(tmp_path):
+    root = _manifest(tmp_path, "a.png,1", header="patient_id,nodule")
+    result = run_cli(
+        "data",
+        "inspect",
+        "--source",
+        "manifest",
+        "--root",
+        root,
+        "--set",
+        f"csv={root / 'data.csv'}",
+        "--set",
+        "label_columns=[nodule]",
+        "--out",
+        tmp_path / "o",
+        expect=2,
+    )
+    assert_one_line_error(result.output, "data.csv", "missing required column", "path")
+
+
+def test_box_outside_the_image_in_evaluate(trained_model, tmp_path):
+    rows = 'a.png,p1,1,"[[10, 10, 80, 20, ""nodule""]]"'
+    root = _manifest(tmp_path, rows, header="path,patient_id,nodule,boxes")
+    result = run_cli(
+        "evaluate",
+        "--model",
+        trained_model,
+        "--source",
+        "manifest",
+        "--root",
+        root,
+        "--set",
+        f"csv={root / 'data.csv'}",
+        "--set",
+        "label_columns=[nodule]",
+        "--out",
+        tmp_path / "o",
+        expect=2,
+    )
+    assert_one_line_error(result.output, "a.png", "outside the 50x40 image")
+
+
+def test_mask_of_another_size_in_evaluate(trained_model, tmp_path):
+    Image.fromarray(np.ones((10, 10), dtype=np.uint8) * 255).save(tmp_path / "m.png")
+    root = _manifest(tmp_path, "a.png,p1,1,m.png", header="path,patient_id,nodule,mask_nodule")
+    result = run_cli(
+        "evaluate",
+        "--model",
+        trained_model,
+        "--source",
+        "manifest",
+        "--root",
+        root,
+        "--set",
+        f"csv={root / 'data.csv'}",
+        "--set",
+        "label_columns=[nodule]",
+        "--out",
+        tmp_path / "o",
+        expect=2,
+    )
+    assert_one_line_error(result.output, "m.png", "differs from its image")
+
+
+def test_empty_dataset_after_filtering(data_root, tmp_path):
+    result = run_cli(
+        "data",
+        "inspect",
+        "--source",
+        "covid",
+        "--root",
+        data_root / "covid-chestxray",
+        "--set",
+        "views=[Nonexistent]",
+        "--out",
+        tmp_path,
+        expect=2,
+    )
+    assert_one_line_error(result.output, "covid", "no samples left after filtering")

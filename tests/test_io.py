@@ -1,0 +1,174 @@
+"""Image reading: real DICOM across transfer syntaxes, bit depths, and clear errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from radsight.data.io import read_image, read_mask
+from radsight.errors import DataError
+
+
+def rg1(name: str) -> Path:
+    path = get_testdata_file(f"RG1_{name}.dcm")
+    assert path is not None, "pydicom-data's RG1 chest radiograph is missing"
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def chest() -> dict[str, torch.Tensor]:
+    return {name: read_image(rg1(name))[0] for name in ("UNCR", "J2KR", "UNCI", "J2KI")}
+
+
+def test_real_chest_radiograph_decodes_identically_across_transfer_syntaxes(chest):
+    uncompressed, lossless = chest["UNCR"], chest["J2KR"]
+    assert uncompressed.shape == (1, 1955, 1841)
+    assert torch.equal(uncompressed, lossless)
+    assert torch.equal(chest["UNCI"], chest["J2KI"])
+    # the "I" pair was encoded lossily once, so it differs a little from the lossless original
+    difference = (chest["UNCI"] - uncompressed).abs()
+    assert 0 < float(difference.mean()) < 0.01
+
+
+def test_monochrome1_radiograph_comes_out_with_dark_lungs(chest):
+    image = chest["UNCR"][0]
+    height, width = image.shape
+    rows = slice(int(0.3 * height), int(0.6 * height))
+    right_lung = image[rows, int(0.2 * width) : int(0.35 * width)].mean()
+    left_lung = image[rows, int(0.65 * width) : int(0.8 * width)].mean()
+    mediastinum = image[rows, int(0.45 * width) : int(0.55 * width)].mean()
+    assert right_lung < mediastinum - 0.2 and left_lung < mediastinum - 0.2
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_metadata_of_real_dicom():
+    _, info = read_image(rg1("UNCR"))
+    assert info.original_size == (1955, 1841)
+    assert info.bits_stored == 15
+    assert info.photometric == "MONOCHROME1"
+    assert info.pixel_spacing is None  # the file stores 0 x 0, which means unknown
+
+
+def write_dicom(path: Path, pixels: np.ndarray | None, photometric: str = "MONOCHROME2", **extra) -> Path:
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "DX"
+    dataset.PhotometricInterpretation = photometric
+    for key, value in extra.items():
+        setattr(dataset, key, value)
+    if pixels is not None:
+        dataset.Rows, dataset.Columns = pixels.shape
+        dataset.SamplesPerPixel = 1
+        dataset.BitsAllocated = 16
+        dataset.BitsStored = 12
+        dataset.HighBit = 11
+        dataset.PixelRepresentation = 0
+        dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):
+    ramp = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (8, 1))
+    normal = read_image(write_dicom(tmp_path / "m2.dcm", ramp))[0]
+    inverted = read_image(write_dicom(tmp_path / "m1.dcm", ramp, photometric="MONOCHROME1"))[0]
+    assert torch.allclose(normal, 1 - inverted)
+    assert float(normal[0, 0, 0]) == 0.0 and float(normal[0, 0, -1]) == 1.0
+
+
+def test_rescale_and_window_are_applied(tmp_path):
+    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (4, 1))
+    path = write_dicom(
+        tmp_path / "w.dcm", ramp, RescaleSlope=2, RescaleIntercept=-100, WindowCenter=900, WindowWidth=200
+    )
+    image = read_image(path)[0][0, 0]
+    stored = np.arange(0, 1000, 10) * 2 - 100
+    # below the window is black, above it white, in between it rises
+    assert float(image[stored < 800].max()) == 0.0
+    assert float(image[stored > 1000].min()) == 1.0
+    inside = image[(stored > 810) & (stored < 990)].numpy()
+    assert np.all(np.diff(inside) > 0)
+
+
+def test_dicom_without_pixel_data_is_named(tmp_path):
+    path = write_dicom(tmp_path / "empty.dcm", None)
+    with pytest.raises(DataError, match=r"empty\.dcm: DICOM has no pixel data"):
+        read_image(path)
+
+
+def test_truncated_dicom_is_named(tmp_path):
+    data = rg1("UNCR").read_bytes()
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.dcm: .*(truncated|decode)"):
+        read_image(path)
+
+
+def test_twelve_bit_values_in_sixteen_bit_png_fill_the_range(tmp_path):
+    values = np.linspace(0, 4095, 64 * 32).reshape(64, 32).astype(np.uint16)
+    path = tmp_path / "mammo.png"
+    Image.fromarray(values).save(path)
+    image, info = read_image(path)
+    assert info.bits_stored == 12
+    assert float(image.max()) == pytest.approx(1.0) and float(image.min()) == 0.0
+    full, info16 = read_image(path, bits_stored=16)
+    assert info16.bits_stored == 16 and float(full.max()) == pytest.approx(4095 / 65535)
+
+
+def test_real_nyu_mammogram_is_twelve_bit(data_root):
+    image, info = read_image(data_root / "mammo-nyu" / "images_original" / "0_R-CC.png")
+    assert info.bits_stored == 12
+    assert image.shape[0] == 1 and float(image.max()) > 0.9
+
+
+def test_rgb_jpeg_and_gray_png_read_as_one_channel(tmp_path):
+    rgb = np.zeros((20, 30, 3), dtype=np.uint8)
+    rgb[..., :] = 200
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "b.png")
+    jpeg, _ = read_image(tmp_path / "a.jpg")
+    png, info = read_image(tmp_path / "b.png")
+    assert jpeg.shape == png.shape == (1, 20, 30)
+    assert info.bits_stored == 8
+    assert float(png.mean()) == pytest.approx(200 / 255)
+    assert float((jpeg - png).abs().max()) < 0.02
+
+
+def test_truncated_png_and_corrupt_jpeg_are_named(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+        tmp_path / "ok.png"
+    )
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match=r"cut\.png: corrupt or truncated image"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(DataError, match=r"junk\.jpg: "):
+        read_image(tmp_path / "junk.jpg")
+
+
+def test_one_bit_image_is_refused(tmp_path):
+    Image.fromarray(np.eye(8, dtype=bool)).save(tmp_path / "bits.png")
+    with pytest.raises(DataError, match="1-bit image"):
+        read_image(tmp_path / "bits.png")
+
+
+def test_mask_of_wrong_size_is_refused(tmp_path):
+    Image.fromarray(np.ones((10, 12), dtype=np.uint8) * 255).save(tmp_path / "mask.png")
+    assert read_mask(tmp_path / "mask.png", (10, 12)).all()
+    with pytest.raises(DataError, match=r"mask\.png: mask size 12x10 differs from its image 20x10"):
+        read_mask(tmp_path / "mask.png", (10, 20))
