@@ -38,7 +38,9 @@ def reports_errors(command: F) -> F:
         logging.basicConfig(
             level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
         )
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        import lightning.pytorch  # noqa: F401 - it sets its loggers' levels on import; quieten them after
+
+        for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         try:
@@ -208,6 +210,22 @@ def curve(
             name, [(p["n_labels"], None if p["value"] is None else round(p["value"], 3)) for p in points]
         )
     Console().print(f"plot: {out / 'curve.png'}")
+
+
+@app.command()
+@reports_errors
+def ablate(
+    ablation: Annotated[Path, typer.Argument(help="ablation YAML: a base recipe and its variants")],
+    out: Annotated[Path, typer.Option(help="folder for the variants' runs, ablation.json and ablation.md")],
+    overrides: SetOption = [],  # noqa: B006
+    resume: Annotated[bool, typer.Option(help="continue interrupted variants, reuse finished ones")] = False,
+    n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for CIs and tests")] = None,
+) -> None:
+    """Train every variant under the same budget, evaluate each on the same test split, one table."""
+    from radsight.ablation import run_ablation
+
+    run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
+    Console().print((out / "ablation.md").read_text())
 
 
 @data_app.command("inspect")

@@ -145,10 +145,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _expand_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return expand_env(value)
+    if isinstance(value, dict):
+        return {key: _expand_all(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_all(item) for item in value]
+    return value
+
+
 def parse_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
-    """Validate a recipe dict, turning pydantic's report into one readable error."""
+    """Validate a recipe dict (``${VAR}`` expanded in every string), as one readable error if invalid."""
     try:
-        return Recipe.model_validate(raw)
+        return Recipe.model_validate(_expand_all(raw))
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)

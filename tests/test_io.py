@@ -46,7 +46,7 @@ def test_monochrome1_radiograph_comes_out_with_dark_lungs(chest):
     left_lung = image[rows, int(0.65 * width) : int(0.8 * width)].mean()
     mediastinum = image[rows, int(0.45 * width) : int(0.55 * width)].mean()
     assert right_lung < mediastinum - 0.2 and left_lung < mediastinum - 0.2
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
 
 
 def test_metadata_of_real_dicom():

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from radsight.config import DataConfig, SourceSpec, expand_env
+from radsight.config import DataConfig, SourceSpec
 from radsight.data.sample import Sample
 from radsight.data.sources import source_class
 from radsight.data.splits import label_budget_subsets, patient_split
@@ -27,15 +27,14 @@ log = logging.getLogger(__name__)
 def build_source(spec: SourceSpec, on_bad_file: str = "raise") -> Any:
     """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
 
-    ``${VAR}`` in the root and in string options (e.g. ``images_root``) is read from the environment.
+    ``${VAR}`` in the root and options was already read from the environment when the recipe loaded.
     """
     cls = source_class(spec.name)
-    options = {k: expand_env(v) if isinstance(v, str) else v for k, v in spec.options.items()}
     if "root" not in inspect.signature(cls).parameters:
-        return cls(**options)
+        return cls(**spec.options)
     if spec.root is None:
         raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
-    return cls(Path(expand_env(spec.root)), on_bad_file=on_bad_file, **options)
+    return cls(Path(spec.root), on_bad_file=on_bad_file, **spec.options)
 
 
 class LabelledUnion(Dataset):
