@@ -61,21 +61,12 @@ def _train_and_evaluate(
     recipe_path: Path, out: Path, overrides: list[str], resume: bool, evaluate: bool
 ) -> None:
     from radsight.config import load_recipe
-    from radsight.evaluate import evaluate as run_evaluation
-    from radsight.train import train
+    from radsight.run import train_and_evaluate
 
-    recipe = load_recipe(recipe_path, overrides)
-    result = train(recipe, out, resume=resume)
-    if evaluate and result.is_global_zero:
-        metrics = run_evaluation(
-            result.method,
-            result.splits.test,
-            out,
-            recipe.evaluation,
-            title=f"{recipe.name}: test split",
-            batch_size=recipe.data.batch_size,
-            seed=recipe.seed,
-        )
+    _, metrics = train_and_evaluate(
+        load_recipe(recipe_path, overrides), out, resume=resume, evaluate_test=evaluate
+    )
+    if metrics is not None:
         _print_headline(metrics, out)
 
 

@@ -19,9 +19,8 @@ import numpy as np
 from radsight.checkpoints import write_json
 from radsight.config import load_recipe
 from radsight.errors import DataError
-from radsight.evaluate import evaluate
 from radsight.report.plots import label_efficiency_curves
-from radsight.train import train
+from radsight.run import train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +61,16 @@ def run_curve(
                         [*overrides, f"data.budget={budget}", f"data.budget_seed={seed}", f"seed={seed}"],
                     )
                     try:
-                        result = train(recipe, run_dir, resume=resume and (run_dir / "recipe.yaml").is_file())
+                        _, metrics = train_and_evaluate(
+                            recipe,
+                            run_dir,
+                            resume=resume and (run_dir / "recipe.yaml").is_file(),
+                            title=f"{recipe.name}: {budget} labels per class, seed {seed}",
+                        )
                     except DataError as error:
                         log.warning("%s: budget %d skipped (%s)", base.name, budget, error.problem)
                         break
-                    section = evaluate(
-                        result.method,
-                        result.splits.test,
-                        run_dir,
-                        recipe.evaluation,
-                        title=f"{recipe.name}: {budget} labels per class, seed {seed}",
-                        batch_size=recipe.data.batch_size,
-                        seed=seed,
-                    )["classification"]
+                    section = metrics["classification"]
                 per_seed.append(
                     {
                         "seed": seed,

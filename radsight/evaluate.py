@@ -2,7 +2,8 @@
 
 One pass over the data collects, per image: probabilities, and where the data allows it the maps to
 score. Sections follow one structure everywhere: ``classification``, ``localization`` (a map per
-annotated lesion label: the method's native map, else the configured explanation) and ``saliency``
+annotated lesion label: the method's native map, else the configured explanation; plus ``lungs_*``,
+the share of each top-class map inside the lung mask where there is one) and ``saliency``
 (the method's native "saliency" map against gaze), each a flat dict of named floats plus per-label
 dicts, absent when the data has nothing to score.
 """
@@ -26,6 +27,7 @@ from radsight.data.sample import Batch
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay, save_grid
 from radsight.methods import Method, Prediction
+from radsight.metrics.attention import attention_section
 from radsight.metrics.classification import classification_curves, classification_section
 from radsight.metrics.localization import Boxes, localization_section
 from radsight.metrics.saliency import saliency_section
@@ -35,6 +37,7 @@ from radsight.train import make_loader
 
 log = logging.getLogger(__name__)
 GRID_CASES = 4  # rows of best, of worst and of random cases in the overlay grid
+LUNG_MASK = "lungs"  # the anatomical mask name whose share of the evidence is reported
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Collected:
     gaze_true: list[np.ndarray | None] = field(default_factory=list)
     gaze_fixations: list[np.ndarray | None] = field(default_factory=list)
     gaze_patient: list[str] = field(default_factory=list)
+    lung_maps: list[np.ndarray] = field(default_factory=list)
+    lung_masks: list[np.ndarray] = field(default_factory=list)
+    lung_patient: list[str] = field(default_factory=list)
 
     @property
     def prob_matrix(self) -> np.ndarray:
@@ -120,7 +126,24 @@ def collect(method: Method, dataset: Dataset, how: str, batch_size: int, num_wor
             out.lesion_label += [method.label_names[k] for _, k, _ in pairs]
             out.lesion_patient += [patients[i] for i, _, _ in pairs]
         _collect_gaze(out, prediction, batch, patients)
+        _collect_lung_attention(out, method, prediction, batch, patients, how)
     return out
+
+
+def _collect_lung_attention(
+    out: Collected, method: Method, prediction: Prediction, batch: Batch, patients: list[str], how: str
+) -> None:
+    """The map of each image's top class, for images with a lung mask (share of evidence in the lungs)."""
+    lungs, valid = batch.masks.get(LUNG_MASK), batch.mask_valid.get(LUNG_MASK)
+    if lungs is None:
+        return
+    index = [i for i in range(len(batch)) if bool(valid[i]) and bool((lungs[i] > 0).any())]
+    if not index:
+        return
+    pairs = [(i, int(prediction.probs[i].argmax()), None) for i in index]
+    out.lung_maps += [m.astype(np.float16) for m in class_maps(method, prediction, batch, pairs, how)]
+    out.lung_masks += [(lungs[i] > 0).cpu().numpy() for i in index]
+    out.lung_patient += [patients[i] for i in index]
 
 
 def _collect_gaze(out: Collected, prediction: Prediction, batch: Batch, patients: list[str]) -> None:
@@ -139,8 +162,16 @@ def _collect_gaze(out: Collected, prediction: Prediction, batch: Batch, patients
 
 
 def localization_metrics(found: Collected, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """Lesion localization of the maps, and the share of each top-class map inside the lungs."""
+    lungs = {}
+    if found.lung_maps:
+        maps = [m.astype(np.float32) for m in found.lung_maps]
+        section = attention_section(
+            maps, found.lung_masks, patient_ids=found.lung_patient, n_boot=n_boot, seed=seed
+        )
+        lungs = {f"lungs_{key}": value for key, value in section.items()}
     if not found.lesion_maps:
-        return None
+        return lungs or None
     maps = [m.astype(np.float32) for m in found.lesion_maps]
     section = localization_section(
         maps, found.lesion_truth, patient_ids=found.lesion_patient, n_boot=n_boot, seed=seed
@@ -155,7 +186,7 @@ def localization_metrics(found: Collected, n_boot: int, seed: int) -> dict[str, 
             n_boot=n_boot,
             seed=seed,
         )
-    return {**section, "per_label": per_label}
+    return {**section, **lungs, "per_label": per_label}
 
 
 def saliency_metrics(found: Collected, n_boot: int, seed: int) -> dict[str, Any] | None:

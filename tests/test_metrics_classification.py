@@ -289,3 +289,21 @@ def test_paired_bootstrap_test():
     assert worse["difference"] == pytest.approx(-better["difference"])
     with pytest.raises(ValueError, match="unknown metric"):
         paired_bootstrap_test(probs, probs, labels, patients, metric="auc", n_boot=10)
+
+
+def test_pr_band_brackets_the_interpolated_precision_of_the_full_test_set():
+    from sklearn.metrics import precision_recall_curve
+
+    from radsight.metrics.classification import classification_curves
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random((300, 1)) < 0.3).astype(float)
+    probs = np.clip(labels * 0.3 + rng.random((300, 1)) * 0.7, 0, 1)
+    curves = classification_curves(probs, labels, ["a"], np.arange(300), n_boot=300, seed=0)
+    pr = curves["pr"]["a"]
+    precision, recall, _ = precision_recall_curve(labels[:, 0], probs[:, 0])
+    grid = pr["recall_grid"]
+    interpolated = np.array([precision[recall >= r].max() for r in grid])
+    inside = (pr["precision_ci_low"] <= interpolated + 1e-9) & (interpolated <= pr["precision_ci_high"] + 1e-9)
+    assert inside.mean() > 0.95
+    assert np.all(pr["precision_ci_low"] <= pr["precision_ci_high"])

@@ -33,7 +33,8 @@ def test_baseline_learns_the_phantom_task_and_exports(trained_model):
     metrics = json.loads((trained_model / "metrics.json").read_text())
     assert metrics["classification"]["auroc_macro"] > 0.65
     assert metrics["classification"]["auroc_macro_ci_low"] < metrics["classification"]["auroc_macro"]
-    assert "localization" in metrics  # phantom lesions carry masks
+    assert metrics["localization"]["n_images"] > 0  # phantom lesions carry masks
+    assert 0 < metrics["localization"]["lungs_attribution_share"] <= 1
     for name in ("model.safetensors", "config.json", "report.md", "report.html", "roc.png", "overlays.png"):
         assert (trained_model / name).is_file(), name
     assert "data:image/png;base64," in (trained_model / "report.html").read_text()

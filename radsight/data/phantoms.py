@@ -80,7 +80,9 @@ class PhantomDataset(Dataset):
     ) -> None:
         unknown = [name for name in classes if name not in self.lesion_names]
         if unknown:
-            raise ConfigError(f"unknown phantom lesion class(es) {unknown}; known: {sorted(self.lesion_names)}")
+            raise ConfigError(
+                f"unknown phantom lesion class(es) {unknown}; known: {sorted(self.lesion_names)}"
+            )
         if min(size) < 32:
             raise ConfigError(f"phantom images must be at least 32 x 32 pixels, got {size}")
         if n < 1 or images_per_patient < 1:

@@ -83,7 +83,9 @@ class PhantomMammogram(PhantomDataset):
         breast = 0.5 - 0.5 * np.tanh((radial - 1.0) * 40.0)
         tissue = _smooth_noise(self.size, image_rng)
         glandular = np.clip(tissue + density - 0.3, 0.0, 1.0) * np.sqrt(np.clip(1.0 - radial, 0.0, 1.0))
-        image = 0.2 + 0.32 * glandular + 0.12 * np.exp(-(((radial - 0.985) / 0.012) ** 2))  # fat, glands, skin
+        image = (
+            0.2 + 0.32 * glandular + 0.12 * np.exp(-(((radial - 0.985) / 0.012) ** 2))
+        )  # fat, glands, skin
         if view == "MLO":
             reach_x, reach_y = patient_rng.uniform(0.22, 0.32), patient_rng.uniform(0.35, 0.5)
             muscle = 0.5 - 0.5 * np.tanh((x / reach_x + y / reach_y - 1.0) * 30.0)
@@ -132,7 +134,12 @@ def _smooth_noise(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray
 
 
 def _place(
-    name: str, radius: float, region: np.ndarray, taken: list[Lesion], rng: np.random.Generator, tries: int = 200
+    name: str,
+    radius: float,
+    region: np.ndarray,
+    taken: list[Lesion],
+    rng: np.random.Generator,
+    tries: int = 200,
 ) -> Lesion:
     """A lesion centred in ``region``, at least two radii from the image border and from other lesions."""
     ys, xs = np.nonzero(region)

@@ -98,7 +98,15 @@ class Method(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, parts = self.compute_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch), sync_dist=True)
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=len(batch),
+            sync_dist=True,
+        )
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=len(batch), sync_dist=True)
         return loss

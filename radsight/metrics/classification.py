@@ -503,7 +503,11 @@ def classification_curves(
     drawn = [k for k, r in enumerate(prep.rankings) if prep.defined[k] and r is not None]
 
     def bands(weights: FloatArray) -> dict[str, FloatArray]:
-        return {str(k): _step_roc(*_cumulative(prep.rankings[k], weights), grid) for k in drawn}
+        out = {}
+        for k in drawn:
+            tp, fp = _cumulative(prep.rankings[k], weights)
+            out[f"roc{k}"], out[f"pr{k}"] = _step_roc(tp, fp, grid), _step_pr(tp, fp, grid)
+        return out
 
     boots = bootstrap(bands, patient_groups(patient_ids, prep.n_images), n_boot, seed) if n_boot > 0 else {}
     roc: dict = {name: {"defined": False} for name in names}
@@ -512,7 +516,9 @@ def classification_curves(
         ranking, name = prep.rankings[k], names[k]
         tp, fp = _cumulative(ranking, ones)
         tpr, fpr = tp[0] / tp[0, -1], fp[0] / fp[0, -1]
-        low, high = percentile_ci(boots[str(k)]) if boots else (np.full_like(grid, np.nan),) * 2
+        nan_band = (np.full_like(grid, np.nan),) * 2
+        low, high = percentile_ci(boots[f"roc{k}"]) if boots else nan_band
+        pr_low, pr_high = percentile_ci(boots[f"pr{k}"]) if boots else nan_band
         point = _ranking_metrics(ranking, ones, None)
         roc[name] = {
             "defined": True,
@@ -530,6 +536,9 @@ def classification_curves(
             "precision": np.r_[1.0, tp[0, 1:] / (tp[0, 1:] + fp[0, 1:])],
             "auprc": float(point["auprc"][0]),
             "prevalence": float(tp[0, -1] / (tp[0, -1] + fp[0, -1])),
+            "recall_grid": grid,
+            "precision_ci_low": pr_low,
+            "precision_ci_high": pr_high,
         }
     curves = {
         "roc": roc,
@@ -551,4 +560,20 @@ def _step_roc(tp: FloatArray, fp: FloatArray, grid: FloatArray) -> FloatArray:
         offset = 2.0 * np.arange(rows.size)[:, None]  # rows of FPR in [0, 1] made disjoint for one search
         index = np.searchsorted((fpr + offset).ravel(), (grid + offset).ravel(), side="right") - 1
         out[rows] = tpr.ravel()[index].reshape(rows.size, grid.size)
+    return out
+
+
+def _step_pr(tp: FloatArray, fp: FloatArray, grid: FloatArray) -> FloatArray:
+    """Interpolated precision of each resample at each grid recall (best precision at recall >= grid)."""
+    pos = tp[:, -1:]
+    out = np.full((tp.shape[0], grid.size), np.nan)
+    rows = np.flatnonzero(pos[:, 0] > 0)
+    if rows.size:
+        recall = tp[rows] / pos[rows]
+        called = tp[rows] + fp[rows]
+        precision = np.divide(tp[rows], called, out=np.ones_like(called), where=called > 0)
+        best_after = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+        offset = 2.0 * np.arange(rows.size)[:, None]  # rows of recall in [0, 1] made disjoint for one search
+        index = np.searchsorted((recall + offset).ravel(), (grid + offset).ravel(), side="left")
+        out[rows] = best_after.ravel()[index].reshape(rows.size, grid.size)
     return out

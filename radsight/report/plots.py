@@ -87,12 +87,21 @@ def pr_curves(
     title: str = "Precision-recall curves",
     size: tuple[float, float] = SIZE,
 ) -> Path:
-    """Precision-recall curve per label, drawn as the step function that average precision integrates."""
+    """Precision-recall curve per label (the step function average precision integrates) with a 95%
+    patient-bootstrap band of the interpolated precision."""
     defined, undefined = _curves(curves, "pr")
     figure, ax = _figure(size)
     for name, c in defined.items():
         label = f"{name} (AP {c['auprc']:.3f}, prevalence {c['prevalence']:.2f})"
-        ax.plot(c["recall"], c["precision"], lw=1.5, drawstyle="steps-pre", label=label)
+        (line,) = ax.plot(c["recall"], c["precision"], lw=1.5, drawstyle="steps-pre", label=label)
+        if np.isfinite(c["precision_ci_low"]).any():
+            ax.fill_between(
+                c["recall_grid"],
+                c["precision_ci_low"],
+                c["precision_ci_high"],
+                color=line.get_color(),
+                alpha=0.15,
+            )
     _note_undefined(ax, undefined)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision (PPV)", title=title)
     ax.legend(loc="lower left", fontsize="x-small")
