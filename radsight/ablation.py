@@ -4,7 +4,7 @@ An ablation file names a base recipe, the variants as ``--set``-style overrides 
 variant and the budget::
 
     name: gaze_unet_ablation_cpu
-    base: gaze_unet_cpu.yaml          # relative to this file
+    base: ../gaze_unet_cpu.yaml       # relative to this file
     reference: staged
     epochs: 6                         # every variant's stages must add up to this many epochs
     variants:
@@ -110,13 +110,15 @@ def variant_recipes(config: AblationConfig, base: Path, overrides: list[str]) ->
 
 @dataclass
 class Scores:
-    """One variant on the test images: probabilities, per-image gaze CC (NaN without gaze)."""
+    """One variant on the test images: probabilities, per-image gaze CC (NaN without gaze), and how many
+    of those images got an all-zero map (no positive evidence: CC 0, as for any flat map)."""
 
     probs: np.ndarray
     labels: np.ndarray
     patient_ids: list[str]
     gaze_cc: np.ndarray
     map_source: str
+    n_empty_maps: int
 
 
 def attention_maps(method: Method, batch: Batch) -> tuple[Tensor, Tensor, str]:
@@ -135,7 +137,7 @@ def attention_maps(method: Method, batch: Batch) -> tuple[Tensor, Tensor, str]:
 
 def score(method: Method, dataset: Any, batch_size: int) -> Scores:
     device = next(method.parameters()).device
-    probs, labels, patients, ccs, sources = [], [], [], [], set()
+    probs, labels, patients, ccs, sources, empty = [], [], [], [], set(), 0
     for batch in make_loader(dataset, batch_size, shuffle=False):
         batch = batch.to(device)
         batch_probs, maps, source = attention_maps(method, batch)
@@ -151,7 +153,10 @@ def score(method: Method, dataset: Any, batch_size: int) -> Scores:
         for i in range(n):
             has_gaze = batch.gaze_valid is not None and bool(batch.gaze_valid[i])
             ccs.append(cc(maps[i], batch.gaze_maps[i]) if has_gaze else np.nan)
-    return Scores(np.concatenate(probs), np.concatenate(labels), patients, np.array(ccs), "/".join(sources))
+            empty += int(has_gaze and bool(maps[i].max() <= 0))
+    return Scores(
+        np.concatenate(probs), np.concatenate(labels), patients, np.array(ccs), "/".join(sources), empty
+    )
 
 
 def paired_mean_test(
@@ -219,6 +224,7 @@ def compare(
             "map_source": s.map_source,
             **mean_with_ci("gaze_cc", s.gaze_cc, s.patient_ids, n_boot=n_boot, seed=seed),
             "n_images_with_gaze": int((~np.isnan(s.gaze_cc)).sum()),
+            "n_empty_maps": s.n_empty_maps,
         }
         if name != reference:
             common = {"n_boot": n_boot, "seed": seed}
@@ -255,7 +261,8 @@ def markdown(table: dict, title: str) -> str:
         f"{table['n_test_images']} test images, every variant trained for {budget} epochs in all on the same "
         f"split. 95% patient-bootstrap intervals ({table['n_boot']} resamples); Δ and p are paired tests "
         f"against `{ref}`. Gaze CC: Pearson correlation of the attention map with the held-out gaze map "
-        "(native = the method's own map, gradcam = Grad-CAM of the top class).",
+        "(native = the method's own map, gradcam = Grad-CAM of the top class; an empty map, with no "
+        "positive evidence, scores 0).",
         "",
         "| variant | stages (epochs) | AUROC macro [95% CI] | Δ AUROC [95% CI] | p | gaze CC [95% CI] | map "
         "| Δ CC [95% CI] | p |",
@@ -267,7 +274,12 @@ def markdown(table: dict, title: str) -> str:
         for key, test in (("auroc_macro", tests.get("auroc_macro")), ("gaze_cc", tests.get("gaze_cc"))):
             cells.append(_interval(row, key))
             if key == "gaze_cc":
-                cells.append(row["map_source"])
+                empty = (
+                    f", {row['n_empty_maps']}/{row['n_images_with_gaze']} empty"
+                    if row["n_empty_maps"]
+                    else ""
+                )
+                cells.append(row["map_source"] + empty)
             if test is None:
                 cells += ["—", "—"]
             else:
@@ -343,6 +355,8 @@ def run_ablation(
     table |= {"name": config.name, "base": str(base), "budget_epochs": config.epochs}
     table["descriptions"] = {v.name: v.description for v in config.variants}
     write_json(out_dir / "ablation.json", table)
-    (out_dir / "ablation.md").write_text(markdown(table, f"Ablation {config.name}"))
-    attention_grid(methods, test, out_dir / "attention.png")
+    text = markdown(table, f"Ablation {config.name}")
+    if attention_grid(methods, test, out_dir / "attention.png") is not None:
+        text += "\nTrue gaze beside every variant's attention map:\n\n![attention maps](attention.png)\n"
+    (out_dir / "ablation.md").write_text(text)
     return table

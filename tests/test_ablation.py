@@ -13,7 +13,7 @@ from conftest import run_cli
 from radsight.ablation import load_ablation, paired_mean_test, variant_recipes
 from radsight.errors import ConfigError
 
-SHIPPED = ("gaze_unet_ablation_cpu.yaml", "gaze_unet_ablation_real.yaml", "gaze_unet_ablation_paper.yaml")
+SHIPPED = ("ablations/gaze_unet_cpu.yaml", "ablations/gaze_unet_real.yaml", "ablations/gaze_unet_paper.yaml")
 REQUIRED_VARIANTS = {"staged", "no_contrastive", "joint_only", "saliency_only", "classification_only"}
 
 
@@ -105,6 +105,7 @@ def test_cli_ablation_writes_one_table_with_paired_tests(tmp_path: Path, recipes
     assert rows["staged"]["map_source"] == "native" and rows["classification_only"]["map_source"] == "gradcam"
     for row in rows.values():
         assert row["n_images_with_gaze"] == table["n_test_images"]
+        assert 0 <= row["n_empty_maps"] <= row["n_images_with_gaze"]
         assert -1 <= row["gaze_cc"] <= 1 and row["gaze_cc_ci_low"] <= row["gaze_cc"] <= row["gaze_cc_ci_high"]
     tests = rows["classification_only"]["vs_reference"]
     assert tests["auroc_macro"]["difference"] == pytest.approx(

@@ -115,6 +115,7 @@ def test_single_task_joint_uses_only_that_loss():
     batch = phantom_batch(4)
     loss, parts = method.compute_loss(batch)
     assert set(parts) == {"saliency_loss"} and loss.item() == pytest.approx(parts["saliency_loss"].item())
+    assert not method.log_variances.requires_grad  # nothing to balance with one task
     with pytest.raises(ConfigError, match="tasks"):
         make_method(tasks=[])
 

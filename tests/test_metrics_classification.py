@@ -304,6 +304,7 @@ def test_pr_band_brackets_the_interpolated_precision_of_the_full_test_set():
     precision, recall, _ = precision_recall_curve(labels[:, 0], probs[:, 0])
     grid = pr["recall_grid"]
     interpolated = np.array([precision[recall >= r].max() for r in grid])
-    inside = (pr["precision_ci_low"] <= interpolated + 1e-9) & (interpolated <= pr["precision_ci_high"] + 1e-9)
+    low, high = pr["precision_ci_low"], pr["precision_ci_high"]
+    inside = (low <= interpolated + 1e-9) & (interpolated <= high + 1e-9)
     assert inside.mean() > 0.95
     assert np.all(pr["precision_ci_low"] <= pr["precision_ci_high"])

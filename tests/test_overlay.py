@@ -74,3 +74,13 @@ def test_save_grid_writes_a_png_of_all_cells(tmp_path) -> None:
     assert band > 0  # title band
     np.testing.assert_array_equal(pixels[band + 4 + 10, 4 + 2 * 68 + 50], [255, 255, 255])  # truth cell
     np.testing.assert_array_equal(pixels[band + 4 + 68 + 10, 4 + 2 * 68 + 50], [0, 0, 0])  # ragged: empty
+
+
+def test_save_grid_shrinks_large_cells_keeping_their_aspect(tmp_path) -> None:
+    large = np.zeros((2048, 1024, 3), dtype=np.uint8)
+    large[:1024] = 255  # top half white: still the top half after shrinking
+    path = save_grid([[large]], tmp_path / "grid.png", gap=0, max_cell_side=256)
+    with Image.open(path) as grid:
+        pixels = np.asarray(grid)
+    assert pixels.shape == (256, 128, 3)
+    assert pixels[:120].min() == 255 and pixels[136:].max() == 0

@@ -18,7 +18,7 @@ from radsight.config import DataConfig, SourceSpec
 from radsight.data.sample import Sample
 from radsight.data.sources import source_class
 from radsight.data.splits import label_budget_subsets, patient_split
-from radsight.data.transforms import build_transforms
+from radsight.data.transforms import AlignBreast, build_transforms
 from radsight.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,21 @@ def build_source(spec: SourceSpec, on_bad_file: str = "raise") -> Any:
     """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
 
     ``${VAR}`` in the root and options was already read from the environment when the recipe loaded.
+    The option ``align_breast: true``, understood for every source, mirrors its mammograms so that all
+    breasts face the same way (:class:`AlignBreast`) before any other transform.
     """
     cls = source_class(spec.name)
+    options = dict(spec.options)
+    align = bool(options.pop("align_breast", False))
     if "root" not in inspect.signature(cls).parameters:
-        return cls(**spec.options)
-    if spec.root is None:
+        source = cls(**options)
+    elif spec.root is None:
         raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
-    return cls(Path(spec.root), on_bad_file=on_bad_file, **spec.options)
+    else:
+        source = cls(Path(spec.root), on_bad_file=on_bad_file, **options)
+    if align:
+        source.transform = AlignBreast()
+    return source
 
 
 class LabelledUnion(Dataset):

@@ -181,6 +181,30 @@ class HorizontalFlip(JointTransform):
         return _unpack(sample, flipped)
 
 
+BREAST_FLIPPED_KEY = "breast_flipped"
+"""Key of ``sample.meta.extra``: True when :class:`AlignBreast` mirrored the image."""
+
+
+class AlignBreast:
+    """Mirror a mammogram whose breast faces left, so every breast faces right (chest wall on the left).
+
+    GLAM and GMIC see right breasts flipped to face like left ones. The side is read from the image (the
+    half holding more intensity is the chest wall's) rather than from the view's laterality, because
+    distributions differ: raw detector images of right breasts face left, while NYU's cropped images
+    were already flipped. Boxes, masks and fixations move with the image; ``meta.extra`` records
+    ``BREAST_FLIPPED_KEY`` so maps can be mirrored back onto the stored image.
+    """
+
+    def __call__(self, sample: Sample) -> Sample:
+        half = sample.size[1] // 2
+        flip = bool(sample.image[..., -half:].sum() > sample.image[..., :half].sum())
+        out = HorizontalFlip(p=1.0)(sample) if flip else sample
+        return out.replace(meta=replace(out.meta, extra={**out.meta.extra, BREAST_FLIPPED_KEY: flip}))
+
+    def __repr__(self) -> str:
+        return "AlignBreast()"
+
+
 @dataclass(frozen=True)
 class LetterboxInfo:
     """How a letterbox mapped the original image: ``x_new = x_old * scale_x + left`` (y likewise).

@@ -87,13 +87,15 @@ def save_grid(
     titles: Sequence[str] | None = None,
     *,
     gap: int = 4,
+    max_cell_side: int = 512,
 ) -> Path:
     """Write a PNG grid, one row per case (e.g. image / map / ground truth), ``titles`` over the columns.
 
     Cells are ``H x W x 3`` uint8 or gray ``H x W`` in [0, 1]; rows may be ragged and cells of unequal
-    size are placed top-left in cells as large as the largest.
+    size are placed top-left in cells as large as the largest. Cells larger than ``max_cell_side`` are
+    shrunk to it (a grid of full-resolution mammograms would weigh tens of megabytes).
     """
-    tiles = [[_rgb(cell) for cell in row] for row in rows]
+    tiles = [[_shrink(_rgb(cell), max_cell_side) for cell in row] for row in rows]
     if not any(tiles):
         raise ValueError("save_grid needs at least one picture")
     cell_h = max(t.shape[0] for row in tiles for t in row)
@@ -114,6 +116,15 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, format="PNG")
     return path
+
+
+def _shrink(tile: np.ndarray, max_side: int) -> np.ndarray:
+    """``tile`` scaled down so its long side is at most ``max_side`` (unchanged if already small)."""
+    scale = max_side / max(tile.shape[:2])
+    if scale >= 1:
+        return tile
+    size = (max(1, round(tile.shape[1] * scale)), max(1, round(tile.shape[0] * scale)))
+    return np.asarray(Image.fromarray(tile).resize(size, Image.Resampling.LANCZOS))
 
 
 def _plane(values: ArrayLike, size: tuple[int, int] | None = None, *, nearest: bool = False) -> np.ndarray:

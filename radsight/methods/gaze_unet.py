@@ -151,6 +151,8 @@ class GazeUNet(Method):
     # --- stages ------------------------------------------------------------------------------------
     def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
         for name in STAGE_PARTS[stage]:
+            if name == "log_variances" and len(self.options.tasks) == 1:
+                continue  # nothing to balance: a parameter without gradient would upset DDP
             part = getattr(self, name)
             yield from [part] if isinstance(part, nn.Parameter) else part.parameters()
 

@@ -11,12 +11,14 @@ resolution, learnt from image-level benign/malignant labels only.
 - The fused map is the mean of the local maps pasted back at full resolution and the upsampled global
   map (outside the patches the local map is 0).
 
-Training is radsight's design, since only inference code was published: image-level BCE on the global
-(every scale), local and fused predictions; the fused prediction pools the fused map like the global one,
-so the map that is shown is the map that made the prediction. Stages: ``global`` trains the global module;
-``local`` the local module on the patches the frozen global module picks (its batch-norm statistics stay
-fixed too); ``joint`` everything. ``[global, local]`` is the published "sep" variant, ``[global, local,
-joint]`` the "joint" one.
+Patch size, patches per class, map size and both layouts are options, so smaller images get a scaled-down
+model. Training is radsight's design, since only inference code was published: image-level BCE on the
+global (every scale), local and fused predictions; the fused prediction is the fused map top-k pooled like
+the global one (computed on the local maps' grid, input size / local stride), so the map that is shown is
+the map that made the prediction. Stages: ``global`` trains the global module; ``local`` the local module
+on the patches the frozen global module picks (its batch-norm statistics stay fixed too); ``joint``
+everything. ``[global, local]`` is the published "sep" variant, ``[global, local, joint]`` the "joint" one,
+and ``[global]`` alone gives the global module as a model of its own (its prediction and map).
 """
 
 from __future__ import annotations
@@ -202,10 +204,19 @@ class GLAMOutput:
     local_probs: Tensor | None = None  # B x K, max over each image's patches
     fused_probs: Tensor | None = None  # B x K, top-k pooled fused map
 
+    @property
+    def probs(self) -> Tensor:
+        """The prediction: the fused one, or the global one when only the global module ran."""
+        return self.global_probs if self.fused_probs is None else self.fused_probs
+
 
 class GLAMNetwork(nn.Module):
     """The global and local modules and the patch logic between them; ``forward`` gives logits of the
-    fused prediction and ``native_maps`` the fused map at input resolution (what explanations use)."""
+    fused prediction and ``native_maps`` the fused map at input resolution (what explanations use).
+
+    With ``use_local`` off (a model trained by the ``global`` stage alone) both come from the global
+    module: its prediction, and its map upsampled.
+    """
 
     def __init__(self, options: GLAMOptions, num_classes: int) -> None:
         super().__init__()
@@ -214,16 +225,18 @@ class GLAMNetwork(nn.Module):
         self.patch_size = tuple(options.patches.size)
         self.per_class = options.patches.per_class
         self.fused_pool = TopKPooling(options.global_module.topk)
+        self.use_local = True
 
-    def run(self, images: Tensor, *, local: bool = True, global_grad: bool = True) -> GLAMOutput:
-        """One pass; ``local=False`` stops after the global module, ``global_grad=False`` runs it without
-        building a graph (it is frozen), which saves its activations' memory."""
+    def run(self, images: Tensor, *, local: bool | None = None, global_grad: bool = True) -> GLAMOutput:
+        """One pass; ``local=False`` stops after the global module (default: ``use_local``), and
+        ``global_grad=False`` runs it without a graph (it is frozen), which saves its activations' memory.
+        """
         with torch.set_grad_enabled(global_grad and torch.is_grad_enabled()):
             scale_maps, scale_probs = self.global_module(images)
         weights = self.global_module.scale_weights
         global_map = torch.einsum("bskhw,s->bkhw", scale_maps, weights)
         output = GLAMOutput(scale_probs, global_map, torch.einsum("bsk,s->bk", scale_probs, weights))
-        if not local:
+        if not (self.use_local if local is None else local):
             return output
         size = (images.shape[-2], images.shape[-1])
         boxes = select_patches(global_map, size, self.patch_size, self.per_class)
@@ -251,15 +264,14 @@ class GLAMNetwork(nn.Module):
         return 0.5 * (pasted + F.interpolate(global_map, size=out_size, mode="bilinear"))
 
     def saliency(self, output: GLAMOutput, image_size: tuple[int, int]) -> Tensor:
-        """The fused map of a finished pass at ``image_size`` (B x K x H x W)."""
+        """The fused map of a finished pass at ``image_size`` (B x K x H x W); the global map alone
+        when the pass had no local part."""
         if output.local_maps is None or output.boxes is None:
-            raise ValueError("the fused map needs a pass with the local module")
+            return F.interpolate(output.global_map, size=image_size, mode="bilinear")
         return self.fuse(output.global_map, output.local_maps, output.boxes, image_size, image_size)
 
     def forward(self, images: Tensor) -> Tensor:
-        fused = self.run(images).fused_probs
-        assert fused is not None
-        return torch.logit(fused, eps=PROB_EPS)
+        return torch.logit(self.run(images).probs, eps=PROB_EPS)
 
     def native_maps(self, images: Tensor) -> Tensor:
         return self.saliency(self.run(images), (images.shape[-2], images.shape[-1]))
@@ -278,6 +290,7 @@ class GLAM(Method):
         if task != "multilabel":
             raise ConfigError("GLAM's maps are per-class sigmoids: use task: multilabel")
         self.network = GLAMNetwork(self.options, self.num_classes)
+        self.network.use_local = "local" in self.stages or "joint" in self.stages
         if self.options.pretrained is not None:
             body = self.network.local_module.body
             source = self.options.pretrained
@@ -321,11 +334,12 @@ class GLAM(Method):
         return classification_loss(self.task, torch.logit(probs, eps=PROB_EPS), labels)
 
     def predict(self, batch: Batch) -> Prediction:
-        """Fused probabilities, the fused map at input resolution ("saliency"), and the patch boxes."""
+        """Fused probabilities, the fused map at input resolution ("saliency") and the patch boxes; for
+        a recipe without local stages, the global module's prediction and map, and no patches."""
         output = self.network.run(batch.images)
-        assert output.fused_probs is not None and output.boxes is not None
         saliency = self.network.saliency(output, (batch.images.shape[-2], batch.images.shape[-1]))
-        return Prediction(probs=output.fused_probs, maps={"saliency": saliency}, regions=list(output.boxes))
+        regions = None if output.boxes is None else list(output.boxes)
+        return Prediction(probs=output.probs, maps={"saliency": saliency}, regions=regions)
 
     def classifier(self) -> nn.Module:
         return self.network

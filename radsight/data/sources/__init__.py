@@ -14,6 +14,7 @@ SOURCES = {
     "covid": "radsight.data.sources.covid:CovidChestXray",
     "nih": "radsight.data.sources.nih:NIHChestXray14",
     "nyu_mammo": "radsight.data.sources.nyu_mammo:NYUMammo",
+    "cbis_ddsm": "radsight.data.sources.cbis_ddsm:CBISDDSM",
     "iu_xray": "radsight.data.sources.iu_xray:IUXray",
     "egd": "radsight.data.sources.egd:EGDCXR",
     "reflacx": "radsight.data.sources.reflacx:REFLACX",
