@@ -12,7 +12,6 @@ sample and the last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from outputs import write_results
 from torch import nn
 from torchvision.models import resnet18
 
@@ -102,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 2 * args.every:
         parser.error("--n must cover at least two samples (2 x --every)")
     result = run(args.n, args.every, args.size, args.method)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "explain.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "explain.md").write_text(table)
-    print(table)
+    write_results(args.out, "explain", result, markdown(result))
     leaked = result["max_hooks_after_a_call"] > 0 or result["growth_mb"] > args.max_growth_mb
     return 1 if leaked else 0
 

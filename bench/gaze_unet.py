@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from outputs import write_results
 
 from radsight.data.sample import Batch, SampleMeta
 from radsight.methods.gaze_unet import GazeUNet
@@ -165,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--steps", str(args.steps), "--device", args.device]
         child = subprocess.run(command, check=True, capture_output=True, text=True)
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gaze_unet.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (args.out / "gaze_unet.md").write_text(table)
-    print(table)
+    write_results(args.out, "gaze_unet", results, markdown(results))
     return 0
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from outputs import write_results
 
 from radsight.data.sample import Sample, SampleMeta, collate
 from radsight.methods import method_class
@@ -150,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         parser.error("--out is required")
     result = run_all(args.repeats)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "glam.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "glam.md").write_text(table)
-    print(table)
+    write_results(args.out, "glam", result, markdown(result))
     return 0
 
 

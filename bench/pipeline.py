@@ -14,7 +14,6 @@ The ratio radsight / bare should be at least 0.9, and loading with workers faste
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from outputs import write_results
 from torch.utils.data import DataLoader
 
 from radsight.config import SourceSpec, StageConfig
@@ -145,7 +145,6 @@ def main() -> None:
         "ratio_radsight_over_bare": round(ours / bare, 3),
         "loading_over_training": round(loading[args.workers] / ours, 2),
     }
-    (args.out / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = [
         ("loading, 0 workers (images/s)", result["loading_images_per_s"]["workers_0"]),
         (
@@ -164,8 +163,7 @@ def main() -> None:
         "|---|---|",
         *(f"| {name} | {value:.2f} |" for name, value in rows),
     ]
-    (args.out / "pipeline.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    write_results(args.out, "pipeline", result, "\n".join(table))
 
 
 if __name__ == "__main__":

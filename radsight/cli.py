@@ -119,9 +119,12 @@ def evaluate(
     options: SetOption = [],  # noqa: B006
     n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for the CIs")] = None,
 ) -> None:
-    """Evaluate a trained model on a dataset source, or on its recipe's test split."""
+    """Evaluate a trained model on a dataset source, or on its recipe's test split.
+
+    On a source, images of patients the model trained or validated on are left out (with a warning).
+    """
     from radsight.config import SourceSpec
-    from radsight.data.assemble import LabelledUnion, build_source, build_splits
+    from radsight.data.assemble import LabelledUnion, build_source, build_splits, without_patients_of_run
     from radsight.data.transforms import build_transforms
     from radsight.evaluate import evaluate as run_evaluation
     from radsight.train import load_method
@@ -138,8 +141,12 @@ def evaluate(
         transform = build_transforms(
             recipe.data.image_size, train=False, augment=False, gaze_sigma_fraction=None
         )
-        dataset = LabelledUnion([build_source(spec)], [source], method.label_names, transform, partial=True)
+        union = LabelledUnion([build_source(spec)], [source], method.label_names, transform, partial=True)
+        dataset = without_patients_of_run(union, model)
+        left_out = len(union) - len(dataset)
         title = f"{recipe.name} on {source}"
+        if left_out:
+            title += f" ({left_out} images of training patients left out)"
     metrics = run_evaluation(method, dataset, out, config, title=title, batch_size=recipe.data.batch_size)
     _print_headline(metrics, out)
 

@@ -3,6 +3,7 @@
 Layout of a run folder:
   recipe.yaml             the recipe as resolved (overrides applied)
   splits.json             train/val/test indices (by patient)
+  patients.json           the patient ids of each split (evaluation elsewhere leaves train/val ones out)
   stages/<stage>/last.ckpt    Lightning checkpoint after the latest finished epoch (for --resume)
   stages/<stage>/done.json    written when the stage has finished; its weights are in stage.safetensors
   train_log.jsonl         one line per finished epoch
@@ -178,6 +179,7 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainRes
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         write_json(out_dir / "splits.json", splits.indices)
+        write_json(out_dir / "patients.json", splits.patients)
     data = recipe.data
     train_loader = make_loader(splits.train, data.batch_size, shuffle=True, num_workers=data.num_workers)
     val_loader = make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)

@@ -6,8 +6,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pydicom
 import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -77,3 +81,39 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, recipes_dir: Path) -
     overrides = [item for override in TINY_TRAINING for item in ("--set", override)]
     run_cli("train", recipes_dir / "baseline_cpu.yaml", "--out", out, *overrides)
     return out
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray | None,
+    photometric: str = "MONOCHROME2",
+    *,
+    modality: str = "DX",
+    bits_stored: int = 12,
+    **extra,
+) -> Path:
+    """Write an uncompressed 16-bit-allocated grayscale DICOM (no pixel data when ``pixels`` is None);
+    ``extra`` sets further attributes by keyword."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = modality
+    dataset.PhotometricInterpretation = photometric
+    for key, value in extra.items():
+        setattr(dataset, key, value)
+    if pixels is not None:
+        dataset.Rows, dataset.Columns = pixels.shape
+        dataset.SamplesPerPixel = 1
+        dataset.BitsAllocated = 16
+        dataset.BitsStored = bits_stored
+        dataset.HighBit = bits_stored - 1
+        dataset.PixelRepresentation = 0
+        dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path

@@ -31,6 +31,25 @@ def test_evaluate_reproduces_the_training_metrics(trained_model, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_evaluate_on_a_source_leaves_out_the_patients_the_model_trained_on(trained_model, tmp_path):
+    # the phantoms the model was trained on, as an outside source: only its test patients remain
+    options = ["n=240", "size=[128, 128]", "seed=1", "lesion_scale=1.5"]
+    flags = [item for option in options for item in ("--set", option)]
+    run_cli("evaluate", "--model", trained_model, "--source", "phantom", *flags, "--out", tmp_path)
+    again = json.loads((tmp_path / "metrics.json").read_text())["classification"]
+    first = json.loads((trained_model / "metrics.json").read_text())["classification"]
+    patients = json.loads((trained_model / "patients.json").read_text())
+    assert not set(patients["test"]) & set(patients["train"] + patients["val"])
+    assert (
+        again["n_images"]
+        == first["n_images"]
+        == len(json.loads((trained_model / "splits.json").read_text())["test"])
+    )
+    assert again["n_patients"] == len(patients["test"])
+    assert again["auroc_macro"] == pytest.approx(first["auroc_macro"])
+    assert "images of training patients left out" in (tmp_path / "report.md").read_text()
+
+
 def test_predict_png_and_real_dicom(trained_model, tmp_path):
     png = tmp_path / "phantom.png"
     image = PhantomChestXray(1, size=(150, 120), seed=3)[0].image[0].numpy()

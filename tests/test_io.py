@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import torch
+from conftest import write_dicom
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from radsight.data.io import read_image, read_mask
 from radsight.errors import DataError
@@ -55,31 +53,6 @@ def test_metadata_of_real_dicom():
     assert info.bits_stored == 15
     assert info.photometric == "MONOCHROME1"
     assert info.pixel_spacing is None  # the file stores 0 x 0, which means unknown
-
-
-def write_dicom(path: Path, pixels: np.ndarray | None, photometric: str = "MONOCHROME2", **extra) -> Path:
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    dataset = pydicom.Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "DX"
-    dataset.PhotometricInterpretation = photometric
-    for key, value in extra.items():
-        setattr(dataset, key, value)
-    if pixels is not None:
-        dataset.Rows, dataset.Columns = pixels.shape
-        dataset.SamplesPerPixel = 1
-        dataset.BitsAllocated = 16
-        dataset.BitsStored = 12
-        dataset.HighBit = 11
-        dataset.PixelRepresentation = 0
-        dataset.PixelData = pixels.astype(np.uint16).tobytes()
-    dataset.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):

@@ -3,15 +3,14 @@ by size among the files of their series, and clear errors naming the file."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
+from conftest import write_dicom
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from radsight.data.sources import source_class
 from radsight.data.sources.cbis_ddsm import CBISDDSM
@@ -36,24 +35,8 @@ MASS_COLUMNS = [
 ]
 
 
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    dataset = pydicom.Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    dataset.Modality, dataset.PhotometricInterpretation = "MG", "MONOCHROME2"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 1, 16, 16, 15
-    dataset.PixelRepresentation = 0
-    dataset.PixelData = pixels.astype(np.uint16).tobytes()
-    dataset.save_as(path, enforce_file_format=True)
+write_mammogram = partial(write_dicom, modality="MG", bits_stored=16)
+"""CBIS-DDSM stores full views, crops and ROI masks as 16-bit mammography DICOMs."""
 
 
 def square(y: int, x: int, side: int = 8) -> np.ndarray:
@@ -78,14 +61,14 @@ def cbis(tmp_path: Path) -> Path:
         "07-21-2016-DDSM-1/1.000-ROI mask images-1",
     )
     # P_00001 LEFT CC: a benign mass and a malignant mass; each ROI series also holds the cropped lesion
-    write_dicom(series / "Mass-Training_P_00001_LEFT_CC" / full, rng.integers(0, 4000, SIZE))
+    write_mammogram(series / "Mass-Training_P_00001_LEFT_CC" / full, rng.integers(0, 4000, SIZE))
     for number, (y, x) in ((1, (4, 4)), (2, (40, 30))):
         folder = series / f"Mass-Training_P_00001_LEFT_CC_{number}" / roi
-        write_dicom(folder / "1-1.dcm", rng.integers(0, 4000, (12, 10)))  # the crop, listed first
-        write_dicom(folder / "1-2.dcm", square(y, x))
+        write_mammogram(folder / "1-1.dcm", rng.integers(0, 4000, (12, 10)))  # the crop, listed first
+        write_mammogram(folder / "1-2.dcm", square(y, x))
     # P_00002 RIGHT MLO: a malignant calcification, also listed as a mass of the same view
-    write_dicom(series / "Calc-Test_P_00002_RIGHT_MLO" / full, rng.integers(0, 4000, SIZE))
-    write_dicom(series / "Calc-Test_P_00002_RIGHT_MLO_1" / roi / "1-1.dcm", square(20, 20))
+    write_mammogram(series / "Calc-Test_P_00002_RIGHT_MLO" / full, rng.integers(0, 4000, SIZE))
+    write_mammogram(series / "Calc-Test_P_00002_RIGHT_MLO_1" / roi / "1-1.dcm", square(20, 20))
     # P_00003 LEFT MLO: files exactly where the CSV says, converted to PNG; the CSV swaps crop and mask
     uid = "1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2"
     exact, exact_roi = f"Mass-Training_P_00003_LEFT_MLO/{uid}", f"Mass-Training_P_00003_LEFT_MLO_1/{uid}"
@@ -175,7 +158,7 @@ def test_unknown_pathology_names_the_csv_and_row(cbis: Path) -> None:
 def test_missing_series_and_mask_of_another_size(cbis: Path) -> None:
     series = cbis / "CBIS-DDSM" / "Calc-Test_P_00002_RIGHT_MLO_1"
     mask = next(series.rglob("*.dcm"))
-    write_dicom(mask, np.zeros((32, 32), dtype=np.uint16))
+    write_mammogram(mask, np.zeros((32, 32), dtype=np.uint16))
     dataset = CBISDDSM(cbis, subsets=["test"])
     with pytest.raises(DataError, match=r"no ROI mask of the mammogram's size 48x64 \(1-1.dcm 32x32\)"):
         dataset[0]

@@ -4,6 +4,7 @@ patient-level splits, an optional label budget, and the transform pipeline."""
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ class DataSplits:
     test: Dataset
     label_names: list[str]
     indices: dict[str, list[int]]
+    patients: dict[str, list[str]]
 
 
 def build_splits(data: DataConfig, seed: int) -> DataSplits:
@@ -158,6 +160,12 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
             pseudo_gaze=data.pseudo_gaze,
         )
     )
+    patient_ids = union.patient_ids
+    indices = {
+        "train": train_index.tolist(),
+        "val": list(map(int, split["val"])),
+        "test": list(map(int, split["test"])),
+    }
     log.info(
         "splits by patient: train %d, val %d, test %d images",
         len(train_index),
@@ -169,9 +177,27 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
         val=Subset(eval_view, list(map(int, split["val"]))),
         test=Subset(eval_view, list(map(int, split["test"]))),
         label_names=list(data.labels),
-        indices={
-            "train": train_index.tolist(),
-            "val": list(map(int, split["val"])),
-            "test": list(map(int, split["test"])),
-        },
+        indices=indices,
+        patients={name: sorted({patient_ids[i] for i in index}) for name, index in indices.items()},
     )
+
+
+def without_patients_of_run(dataset: LabelledUnion, run_dir: Path) -> Dataset:
+    """``dataset`` less the images of patients a run trained or validated on (its ``patients.json``),
+    so that evaluating a model on a source it partly learnt from scores only unseen patients."""
+    path = Path(run_dir) / "patients.json"
+    if not path.is_file():
+        log.warning("%s has no patients.json: cannot exclude the patients it trained on", run_dir)
+        return dataset
+    seen = {pid for split in ("train", "val") for pid in json.loads(path.read_text()).get(split, [])}
+    keep = [i for i, pid in enumerate(dataset.patient_ids) if pid not in seen]
+    if not keep:
+        raise DataError(None, "every image belongs to a patient the model trained or validated on")
+    if len(keep) == len(dataset):
+        return dataset
+    log.warning(
+        "left out %d of %d images: their patients were in the model's training or validation split",
+        len(dataset) - len(keep),
+        len(dataset),
+    )
+    return Subset(dataset, keep)
