@@ -43,6 +43,10 @@ def reports_errors(command: F) -> F:
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        # Expected here: --resume reuses a stage's checkpoint folder (radsight itself refuses a non-empty
+        # run folder without it), and frozen parts of staged methods stay in eval mode on purpose.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message="Found .* module\\(s\\) in eval mode")
         try:
             return command(*args, **kwargs)
         except RadsightError as error:
