@@ -141,30 +141,17 @@ def test_dicom_without_pixels_in_predict(trained_model, tmp_path):
     assert_one_line_error(result.output, "nopixels.dcm", "no pixel data")
 
 
-def test_unknown_label_in_recipe(recipes_dir, tmp_path):
-    result = run_cli(
-        "train",
-        recipes_dir / "baseline_cpu.yaml",
-        "--out",
-        tmp_path / "r",
-        "--set",
-        "data.labels=[nodule,Pneumothorax]",
-        expect=2,
-    )
-    assert_one_line_error(result.output, "unknown label name(s) ['Pneumothorax']", "nodule")
-
-
-def test_typo_in_recipe_is_refused(recipes_dir, tmp_path):
-    result = run_cli(
-        "train",
-        recipes_dir / "baseline_cpu.yaml",
-        "--out",
-        tmp_path / "r",
-        "--set",
-        "data.batchsize=4",
-        expect=2,
-    )
-    assert_one_line_error(result.output, "baseline_cpu.yaml", "data.batchsize")
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.labels=[nodule,Pneumothorax]", ("unknown label name(s) ['Pneumothorax']", "nodule")),
+        ("data.batchsize=4", ("baseline_cpu.yaml", "data.batchsize")),  # a typo is refused, not ignored
+    ],
+)
+def test_bad_recipe_values_are_refused(recipes_dir, tmp_path, override, expected):
+    recipe = recipes_dir / "baseline_cpu.yaml"
+    result = run_cli("train", recipe, "--out", tmp_path / "r", "--set", override, expect=2)
+    assert_one_line_error(result.output, *expected)
 
 
 def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule") -> Path:
@@ -173,67 +160,30 @@ def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule")
     return tmp_path
 
 
+def _refused_on_manifest(root: Path, *command: object):
+    """Run a command on the manifest at ``root`` (label column ``nodule``), expecting a clean refusal."""
+    csv, out = f"csv={root / 'data.csv'}", root / "o"
+    options = ["--source", "manifest", "--root", root, "--set", csv, "--set", "label_columns=[nodule]"]
+    return run_cli(*command, *options, "--out", out, expect=2)
+
+
 def test_manifest_missing_column(tmp_path):
     root = _manifest(tmp_path, "a.png,1", header="patient_id,nodule")
-    result = run_cli(
-        "data",
-        "inspect",
-        "--source",
-        "manifest",
-        "--root",
-        root,
-        "--set",
-        f"csv={root / 'data.csv'}",
-        "--set",
-        "label_columns=[nodule]",
-        "--out",
-        tmp_path / "o",
-        expect=2,
-    )
+    result = _refused_on_manifest(root, "data", "inspect")
     assert_one_line_error(result.output, "data.csv", "missing required column", "path")
 
 
 def test_box_outside_the_image_in_evaluate(trained_model, tmp_path):
     rows = 'a.png,p1,1,"[[10, 10, 80, 20, ""nodule""]]"'
     root = _manifest(tmp_path, rows, header="path,patient_id,nodule,boxes")
-    result = run_cli(
-        "evaluate",
-        "--model",
-        trained_model,
-        "--source",
-        "manifest",
-        "--root",
-        root,
-        "--set",
-        f"csv={root / 'data.csv'}",
-        "--set",
-        "label_columns=[nodule]",
-        "--out",
-        tmp_path / "o",
-        expect=2,
-    )
+    result = _refused_on_manifest(root, "evaluate", "--model", trained_model)
     assert_one_line_error(result.output, "a.png", "outside the 50x40 image")
 
 
 def test_mask_of_another_size_in_evaluate(trained_model, tmp_path):
     Image.fromarray(np.ones((10, 10), dtype=np.uint8) * 255).save(tmp_path / "m.png")
     root = _manifest(tmp_path, "a.png,p1,1,m.png", header="path,patient_id,nodule,mask_nodule")
-    result = run_cli(
-        "evaluate",
-        "--model",
-        trained_model,
-        "--source",
-        "manifest",
-        "--root",
-        root,
-        "--set",
-        f"csv={root / 'data.csv'}",
-        "--set",
-        "label_columns=[nodule]",
-        "--out",
-        tmp_path / "o",
-        expect=2,
-    )
+    result = _refused_on_manifest(root, "evaluate", "--model", trained_model)
     assert_one_line_error(result.output, "m.png", "differs from its image")
 
 

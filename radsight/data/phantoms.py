@@ -175,7 +175,7 @@ class PhantomChestXray(PhantomDataset):
             if name not in present:
                 continue
             radius = image_rng.uniform(*RADIUS_RANGE) * short_side * self.lesion_scale
-            lesion = _place_lesion(name, radius, lungs, lesions, image_rng)
+            lesion = place_lesion(name, radius, lungs, lesions, image_rng)
             window, t = _disk(lesion, self.size)
             inside = t < 1.0
             pattern = LESION_PATTERNS[name](np.minimum(t, 1.0))
@@ -186,7 +186,7 @@ class PhantomChestXray(PhantomDataset):
         contrast, brightness = image_rng.uniform(0.85, 1.15), image_rng.uniform(-0.08, 0.08)
         image = np.clip((image - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0)
         masks["lungs"] = lungs
-        boxes = [_mask_box(masks[lesion.name]) for lesion in lesions]
+        boxes = [mask_box(masks[lesion.name]) for lesion in lesions]
         return Sample(
             image=torch.from_numpy(image.astype(np.float32))[None],
             meta=self.meta(index, view="PA"),
@@ -266,31 +266,41 @@ def _disk(lesion: Lesion, size: tuple[int, int]) -> tuple[tuple[slice, slice], n
     return (slice(y0, y1), slice(x0, x1)), (dx**2 + dy**2) / lesion.radius**2
 
 
-def _place_lesion(
+def place_lesion(
     name: str,
     radius: float,
     region: np.ndarray,
     taken: list[Lesion],
     rng: np.random.Generator,
+    *,
+    border: float | None = None,
+    spacing: float = 1.0,
+    gap: float = 2.0,
+    whole_disk: bool = True,
     tries: int = 200,
 ) -> Lesion:
-    """A lesion centred at a random point of ``region`` whose whole disk lies in it, apart from others."""
+    """A lesion centred at a random point of ``region``: ``border`` pixels (default: its radius) inside the
+    image, ``spacing`` times the sum of radii plus ``gap`` pixels from every ``taken`` lesion, and, with
+    ``whole_disk``, its whole disk inside ``region``."""
     ys, xs = np.nonzero(region)
     height, width = region.shape
+    border = radius if border is None else border
     for _ in range(tries):
         k = rng.integers(len(xs))
         lesion = Lesion(name, float(xs[k] + rng.random()), float(ys[k] + rng.random()), float(radius))
-        if any(np.hypot(lesion.x - o.x, lesion.y - o.y) < radius + o.radius + 2 for o in taken):
+        if any(np.hypot(lesion.x - o.x, lesion.y - o.y) < spacing * (radius + o.radius) + gap for o in taken):
             continue
-        if not (radius <= lesion.x <= width - radius and radius <= lesion.y <= height - radius):
+        if not (border <= lesion.x <= width - border and border <= lesion.y <= height - border):
             continue
+        if not whole_disk:
+            return lesion
         window, t = _disk(lesion, region.shape)
         if region[window][t < 1.0].all():
             return lesion
     raise RuntimeError(f"could not place a {radius:.1f}-pixel lesion in the region after {tries} tries")
 
 
-def _mask_box(mask: np.ndarray) -> list[float]:
+def mask_box(mask: np.ndarray) -> list[float]:
     """xyxy box of a mask's pixels, so the box and the mask agree exactly."""
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]

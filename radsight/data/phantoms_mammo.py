@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from radsight.data.phantoms import Lesion, PhantomDataset, Transform, _mask_box
+from radsight.data.phantoms import Lesion, PhantomDataset, Transform, mask_box, place_lesion
 from radsight.data.sample import Sample
 
 MAMMO_LESIONS = ("benign", "malignant")
@@ -100,7 +100,17 @@ class PhantomMammogram(PhantomDataset):
             if name not in present:
                 continue
             radius = image_rng.uniform(*RADIUS_RANGE) * short_side
-            lesion = _place(name, radius, inside, lesions, image_rng)
+            lesion = place_lesion(
+                name,
+                radius,
+                inside,
+                lesions,
+                image_rng,
+                border=2 * radius,
+                spacing=2.0,
+                gap=0.0,
+                whole_disk=False,
+            )
             window, pattern = _lesion_pattern(lesion, self.size, image_rng)
             image[window] += image_rng.uniform(*AMPLITUDE_RANGE) * pattern
             masks[name][window] = pattern > 0
@@ -111,7 +121,7 @@ class PhantomMammogram(PhantomDataset):
         if laterality == "R":  # stored as the detector sees a right breast: facing left
             image = image[:, ::-1]
             masks = {name: mask[:, ::-1] for name, mask in masks.items()}
-        boxes = [_mask_box(masks[lesion.name]) for lesion in lesions]
+        boxes = [mask_box(masks[lesion.name]) for lesion in lesions]
         meta = self.meta(index, view=view)
         meta.extra["laterality"] = laterality
         return Sample(
@@ -138,29 +148,6 @@ def _smooth_noise(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray
         total += weight * ndimage.zoom(coarse, grid / coarse.shape, order=3, mode="nearest", grid_mode=True)
     full = F.interpolate(torch.from_numpy(total)[None, None], size=size, mode="bilinear", align_corners=False)
     return (0.5 + 0.25 * full[0, 0]).numpy()
-
-
-def _place(
-    name: str,
-    radius: float,
-    region: np.ndarray,
-    taken: list[Lesion],
-    rng: np.random.Generator,
-    tries: int = 200,
-) -> Lesion:
-    """A lesion centred in ``region``, at least two radii from the image border and from other lesions."""
-    ys, xs = np.nonzero(region)
-    height, width = region.shape
-    margin = 2 * radius
-    for _ in range(tries):
-        k = rng.integers(len(xs))
-        x, y = float(xs[k] + rng.random()), float(ys[k] + rng.random())
-        if not (margin <= x <= width - margin and margin <= y <= height - margin):
-            continue
-        if any(np.hypot(x - o.x, y - o.y) < 2 * (radius + o.radius) for o in taken):
-            continue
-        return Lesion(name, x, y, float(radius))
-    raise RuntimeError(f"could not place a {radius:.1f}-pixel lesion in the breast after {tries} tries")
 
 
 def _lesion_pattern(

@@ -12,13 +12,9 @@ partial download works.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Literal
 
 from radsight.data.sources.base import (
     Record,
-    SourceDataset,
     cell_text,
     drop_missing_images,
     numeric_columns,
@@ -26,11 +22,8 @@ from radsight.data.sources.base import (
 )
 from radsight.data.sources.chexpert_labels import (
     CHEXPERT_LABELS,
-    UNCERTAIN_TARGET,
     VIEW_GROUPS,
-    UncertainPolicy,
-    check_choice,
-    check_views,
+    LabellerSource,
     chexpert_targets,
 )
 from radsight.errors import DataError
@@ -39,27 +32,11 @@ SPLITS = ("train", "valid")
 COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 
 
-class CheXpert(SourceDataset):
+class CheXpert(LabellerSource):
     """CheXpert images of one split with the 14 labeller findings (``uncertain`` policy for -1)."""
 
     name = "chexpert"
-    all_labels = CHEXPERT_LABELS
-
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        split: Literal["train", "valid"] = "train",
-        views: Sequence[str] = ("frontal",),
-        uncertain: UncertainPolicy = "ignore",
-        **options: Any,
-    ) -> None:
-        check_choice(self.name, "split", split, SPLITS)
-        check_choice(self.name, "uncertain", uncertain, UNCERTAIN_TARGET)
-        self.split = split
-        self.views = check_views(self.name, views)
-        self.uncertain = uncertain
-        super().__init__(root, **options)
+    splits = SPLITS
 
     def _scan(self) -> list[Record]:
         path = self.root / f"{self.split}.csv"

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 
-from radsight.data.sources.base import numeric_columns
+from radsight.data.sources.base import SourceDataset, numeric_columns
 from radsight.errors import ConfigError, DataError
 
 CHEXPERT_LABELS = (
@@ -75,3 +75,27 @@ def chexpert_targets(frame: pd.DataFrame, uncertain: UncertainPolicy, path: Path
     targets = np.nan_to_num(values, nan=0.0)
     targets[values == -1.0] = UNCERTAIN_TARGET[uncertain]
     return targets.astype(np.float32)
+
+
+class LabellerSource(SourceDataset):
+    """A source labelled by the CheXpert labeller: one of its official ``splits``, a view group, and the
+    ``uncertain`` policy for -1 labels."""
+
+    all_labels = CHEXPERT_LABELS
+    splits: ClassVar[Iterable[str]] = ()
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split: str = "train",
+        views: Sequence[str] = ("frontal",),
+        uncertain: UncertainPolicy = "ignore",
+        **options: Any,
+    ) -> None:
+        check_choice(self.name, "split", split, self.splits)
+        check_choice(self.name, "uncertain", uncertain, UNCERTAIN_TARGET)
+        self.split = split
+        self.views = check_views(self.name, views)
+        self.uncertain = uncertain
+        super().__init__(root, **options)

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from radsight.data.sources.base import Record, SourceDataset, cell_text, drop_missing_images, read_csv
+from radsight.data.sources.base import Record, cell_text, drop_missing_images, read_csv
 from radsight.data.sources.chexpert_labels import (
     CHEXPERT_LABELS,
-    UNCERTAIN_TARGET,
-    UncertainPolicy,
-    check_choice,
-    check_views,
+    LabellerSource,
     chexpert_targets,
 )
 from radsight.errors import DataError
@@ -39,27 +35,11 @@ VIEW_GROUP = {"PA": "frontal", "AP": "frontal", "LATERAL": "lateral", "LL": "lat
 ID_COLUMNS = ("dicom_id", "subject_id", "study_id")
 
 
-class MIMICCXRJPG(SourceDataset):
+class MIMICCXRJPG(LabellerSource):
     """MIMIC-CXR-JPG images of one official split with their study's 14 labeller findings."""
 
     name = "mimic_cxr_jpg"
-    all_labels = CHEXPERT_LABELS
-
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        split: Literal["train", "valid", "test"] = "train",
-        views: Sequence[str] = ("frontal",),
-        uncertain: UncertainPolicy = "ignore",
-        **options: Any,
-    ) -> None:
-        check_choice(self.name, "split", split, SPLITS)
-        check_choice(self.name, "uncertain", uncertain, UNCERTAIN_TARGET)
-        self.split = split
-        self.views = check_views(self.name, views)
-        self.uncertain = uncertain
-        super().__init__(root, **options)
+    splits = SPLITS
 
     def _scan(self) -> list[Record]:
         _, meta = self._table("metadata", [*ID_COLUMNS, "ViewPosition"])
