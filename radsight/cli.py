@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from radsight.errors import RadsightError
+from radsight.errors import ConfigError, RadsightError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
@@ -170,6 +170,32 @@ def predict(
 
     written = predict_files(model, files, out, explain or None)
     Console().print(f"wrote {written}")
+
+
+@app.command("explain")
+@reports_errors
+def explain_command(
+    model: Annotated[Path, typer.Option(help="model folder")],
+    files: Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")],
+    out: Annotated[Path, typer.Option(help="folder for explain.json and one picture per file")],
+    methods: Annotated[
+        str, typer.Option(help="comma-separated: gradcam, gradcam++, hirescam, ig, native")
+    ] = "gradcam,gradcam++,hirescam,ig",
+    steps: Annotated[int, typer.Option(help="points of the deletion and insertion curves")] = 20,
+) -> None:
+    """Explain each file's top class with several methods side by side, scored by deletion/insertion AUC."""
+    from radsight.explain.on_files import METHODS, explain_files
+
+    chosen = [name.strip() for name in methods.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - {*METHODS, "native"})
+    if unknown or not chosen:
+        raise ConfigError(f"unknown explanation method(s) {unknown}; choose from {[*METHODS, 'native']}")
+    result = explain_files(model, files, out, chosen, steps)
+    table = Table("method", "deletion AUC (lower is better)", "insertion AUC (higher is better)")
+    for how, score in result["mean"].items():
+        table.add_row(how, f"{score['deletion_auc']:.3f}", f"{score['insertion_auc']:.3f}")
+    console.print(table)
+    console.print(f"wrote {out / 'explain.json'}")
 
 
 @app.command()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from rich.progress import track
+from torch import Tensor
 
 from radsight.checkpoints import write_json
+from radsight.config import Recipe
 from radsight.data.io import read_image
-from radsight.data.sample import Sample, SampleMeta, collate
-from radsight.data.transforms import BREAST_FLIPPED_KEY, LETTERBOX_KEY, AlignBreast, Letterbox
+from radsight.data.sample import Batch, Sample, SampleMeta, collate
+from radsight.data.transforms import BREAST_FLIPPED_KEY, LETTERBOX_KEY, AlignBreast, Letterbox, LetterboxInfo
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay
 from radsight.train import load_method
@@ -21,73 +26,98 @@ from radsight.train import load_method
 MAX_OVERLAY_SIDE = 4096
 
 
-def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | None = None) -> Path:
-    """Write ``predictions.json`` (per-file probabilities) and ``<stem>.overlay.png`` per file.
+@dataclass
+class FileInput:
+    """One file as the model sees it (a batch of one), and the way back to the file's own pixels.
 
-    Every file is read before any prediction, so a bad file stops the run with its name up front.
-    ``how`` picks the map (default: the recipe's evaluation setting). When the recipe aligned breasts
-    (``align_breast``), each file is aligned the same way and its map and regions mirrored back, so the
-    overlay is drawn on the file as stored.
+    The recipe's geometry is replayed: its letterbox, and, when the recipe aligned breasts
+    (``align_breast``), the same alignment, so maps and boxes are mirrored back onto the file as stored.
     """
-    method, recipe = load_method(model_dir)
-    how = how or recipe.evaluation.explain
-    letterbox = Letterbox(tuple(recipe.data.image_size))
-    align = any(spec.options.get("align_breast") for spec in recipe.data.sources)
-    images = [read_image(path) for path in files]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for path, (image, info) in track(list(zip(files, images, strict=True)), description="predicting"):
-        meta = SampleMeta(
-            source="file", path=str(path), patient_id=path.stem, original_size=info.original_size
-        )
-        sample = Sample(image=image, meta=meta)
-        if align:
-            sample = AlignBreast()(sample)
-        flipped = bool(sample.meta.extra.get(BREAST_FLIPPED_KEY, False))
-        sample = letterbox(sample)
-        batch = collate([sample])
-        with torch.inference_mode():
-            prediction = method.predict(batch)
-        probs = prediction.probs[0].float()
-        target = int(probs.argmax())
-        letterbox_info = sample.meta.extra[LETTERBOX_KEY]
-        heat = explain(method.classifier(), batch.images, method=how, targets=[target])[0]
-        heat = letterbox_info.to_original_map(heat[None])[0]
-        regions = None
-        if prediction.regions is not None and len(prediction.regions[0]):
-            regions = letterbox_info.to_original_coords(prediction.regions[0].float().cpu())
-        if flipped:
-            heat = heat.flip(-1)
-            if regions is not None:
-                regions = torch.stack(
-                    [
-                        image.shape[-1] - regions[:, 2],
-                        regions[:, 1],
-                        image.shape[-1] - regions[:, 0],
-                        regions[:, 3],
-                    ],
-                    dim=1,
-                )
-        shown = _fit(image[0])
-        scale = shown.shape[-1] / image.shape[-1]
-        picture = overlay(
+
+    path: Path
+    image: Tensor  # 1 x H x W, the file as read
+    batch: Batch
+    letterbox: LetterboxInfo
+    mirrored: bool
+
+    @classmethod
+    def read_all(cls, files: Sequence[Path], recipe: Recipe) -> list[FileInput]:
+        """Read every file first, so a bad one stops the run with its name before any work is done."""
+        read = [(path, *read_image(path)) for path in files]
+        letterbox = Letterbox(tuple(recipe.data.image_size))
+        align = any(spec.options.get("align_breast") for spec in recipe.data.sources)
+        inputs = []
+        for path, image, info in read:
+            meta = SampleMeta(
+                source="file", path=str(path), patient_id=path.stem, original_size=info.original_size
+            )
+            sample = Sample(image=image, meta=meta)
+            if align:
+                sample = AlignBreast()(sample)
+            mirrored = bool(sample.meta.extra.get(BREAST_FLIPPED_KEY, False))
+            sample = letterbox(sample)
+            inputs.append(cls(path, image, collate([sample]), sample.meta.extra[LETTERBOX_KEY], mirrored))
+        return inputs
+
+    def map_to_file(self, heat: Tensor) -> Tensor:
+        """An ``H x W`` map in the model's frame, on the file's pixel grid."""
+        heat = self.letterbox.to_original_map(heat[None].float().cpu())[0]
+        return heat.flip(-1) if self.mirrored else heat
+
+    def boxes_to_file(self, boxes: Tensor) -> Tensor:
+        """``N x 4`` xyxy boxes in the model's frame, in the file's pixels."""
+        boxes = self.letterbox.to_original_coords(boxes.float().cpu())
+        if not self.mirrored:
+            return boxes
+        width = self.image.shape[-1]
+        return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+    def draw(self, heat: Tensor, title: str, regions: Tensor | None = None) -> np.ndarray:
+        """The file with a map in its own pixels (and ``regions`` outlined), at most MAX_OVERLAY_SIDE."""
+        shown = _fit(self.image[0])
+        scale = shown.shape[-1] / self.image.shape[-1]
+        return overlay(
             shown.numpy(),
             _fit(heat).numpy(),
             boxes=None if regions is None else (regions * scale).numpy(),
             box_labels=None if regions is None else ["region"] * len(regions),
-            title=f"{method.label_names[target]} {float(probs[target]):.2f} ({how})",
+            title=title,
         )
-        overlay_path = out_dir / f"{path.stem}.overlay.png"
-        Image.fromarray(picture).save(overlay_path)
+
+
+def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | None = None) -> Path:
+    """Write ``predictions.json`` (per-file probabilities) and ``<stem>.overlay.png`` per file.
+
+    ``how`` picks the map (default: the recipe's evaluation setting).
+    """
+    method, recipe = load_method(model_dir)
+    how = how or recipe.evaluation.explain
+    inputs = FileInput.read_all(files, recipe)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in track(inputs, description="predicting"):
+        with torch.inference_mode():
+            prediction = method.predict(item.batch)
+        probs = prediction.probs[0].float()
+        target = int(probs.argmax())
+        heat = item.map_to_file(
+            explain(method.classifier(), item.batch.images, method=how, targets=[target])[0]
+        )
+        regions = None
+        if prediction.regions is not None and len(prediction.regions[0]):
+            regions = item.boxes_to_file(prediction.regions[0])
+        title = f"{method.label_names[target]} {float(probs[target]):.2f} ({how})"
+        overlay_path = out_dir / f"{item.path.stem}.overlay.png"
+        Image.fromarray(item.draw(heat, title, regions)).save(overlay_path)
         rows.append(
             {
-                "path": str(path),
+                "path": str(item.path),
                 "probabilities": {name: float(p) for name, p in zip(method.label_names, probs, strict=True)},
                 "top_label": method.label_names[target],
                 "overlay": overlay_path.name,
-                "original_size": list(info.original_size),
+                "original_size": list(item.image.shape[-2:]),
                 "regions": None if regions is None else regions.round().int().tolist(),
-                "mirrored_for_the_model": flipped,
+                "mirrored_for_the_model": item.mirrored,
             }
         )
     result = out_dir / "predictions.json"

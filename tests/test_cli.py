@@ -67,6 +67,38 @@ def test_predict_png_and_real_dicom(trained_model, tmp_path):
     assert Image.open(out / "RG1_UNCR.overlay.png").size == (1841, 1955)
 
 
+def test_explain_compares_methods_on_a_file_with_faithfulness_scores(trained_model, tmp_path):
+    png = tmp_path / "phantom.png"
+    sample = PhantomChestXray(1, size=(128, 128), seed=5, lesion_scale=1.5)[0]
+    Image.fromarray((sample.image[0].numpy() * 255).astype(np.uint8)).save(png)
+    out = tmp_path / "out"
+    run_cli(
+        "explain",
+        "--model",
+        trained_model,
+        png,
+        "--out",
+        out,
+        "--methods",
+        "gradcam,hirescam",
+        "--steps",
+        "8",
+    )
+    result = json.loads((out / "explain.json").read_text())
+    row = result["files"][0]
+    assert row["target"] in {"nodule", "opacity"} and 0 <= row["probability"] <= 1
+    for how in ("gradcam", "hirescam"):
+        scores = row["methods"][how]
+        assert 0 <= scores["deletion_auc"] <= 1 and 0 <= scores["insertion_auc"] <= 1
+        assert result["mean"][how] == scores  # one file: the mean is that file's score
+    with Image.open(out / "phantom.explain.png") as picture:
+        assert picture.size[0] > 2 * 128  # two methods side by side
+    refused = run_cli(
+        "explain", "--model", trained_model, png, "--out", out, "--methods", "gradcam,lime", expect=2
+    )
+    assert_one_line_error(refused.output, "unknown explanation method(s) ['lime']")
+
+
 def test_compare_two_runs_on_the_same_test_set(trained_model, tmp_path):
     second = tmp_path / "second"
     run_cli("evaluate", "--model", trained_model, "--out", second, "--n-boot", "100")
