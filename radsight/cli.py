@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -28,6 +28,20 @@ console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 SetOption = Annotated[list[str], typer.Option("--set", help="override a recipe field: key.sub=value")]
+ModelDir = Annotated[Path, typer.Option(help="model folder (model.safetensors + config.json)")]
+ImageFiles = Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")]
+
+
+def explanation_methods(text: str) -> list[str]:
+    """The comma-separated explanation methods of an option, refused with the valid names if unknown."""
+    from radsight.explain.cam import Method
+
+    known = get_args(Method)
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise ConfigError(f"unknown explanation method(s) {unknown}; choose from {list(known)}")
+    return chosen
 
 
 def reports_errors(command: F) -> F:
@@ -114,7 +128,7 @@ def train(
 @app.command()
 @reports_errors
 def evaluate(
-    model: Annotated[Path, typer.Option(help="model folder (model.safetensors + config.json)")],
+    model: ModelDir,
     out: Annotated[Path, typer.Option(help="folder for metrics.json, report.md/html and plots")],
     source: Annotated[
         str | None, typer.Option(help="data source name; default: the model's own test split")
@@ -158,8 +172,8 @@ def evaluate(
 @app.command()
 @reports_errors
 def predict(
-    model: Annotated[Path, typer.Option(help="model folder")],
-    files: Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")],
+    model: ModelDir,
+    files: ImageFiles,
     out: Annotated[Path, typer.Option(help="folder for predictions.json and overlays")],
     explain: Annotated[
         str, typer.Option(help="map drawn on each file: gradcam, gradcam++, hirescam, ig, native")
@@ -168,15 +182,16 @@ def predict(
     """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels."""
     from radsight.predict import predict_files
 
-    written = predict_files(model, files, out, explain or None)
+    how = explanation_methods(explain)[0] if explain else None
+    written = predict_files(model, files, out, how)
     Console().print(f"wrote {written}")
 
 
 @app.command("explain")
 @reports_errors
 def explain_command(
-    model: Annotated[Path, typer.Option(help="model folder")],
-    files: Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")],
+    model: ModelDir,
+    files: ImageFiles,
     out: Annotated[Path, typer.Option(help="folder for explain.json and one picture per file")],
     methods: Annotated[
         str, typer.Option(help="comma-separated: gradcam, gradcam++, hirescam, ig, native")
@@ -184,13 +199,9 @@ def explain_command(
     steps: Annotated[int, typer.Option(help="points of the deletion and insertion curves")] = 20,
 ) -> None:
     """Explain each file's top class with several methods side by side, scored by deletion/insertion AUC."""
-    from radsight.explain.on_files import METHODS, explain_files
+    from radsight.explain.on_files import explain_files
 
-    chosen = [name.strip() for name in methods.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - {*METHODS, "native"})
-    if unknown or not chosen:
-        raise ConfigError(f"unknown explanation method(s) {unknown}; choose from {[*METHODS, 'native']}")
-    result = explain_files(model, files, out, chosen, steps)
+    result = explain_files(model, files, out, explanation_methods(methods), steps)
     table = Table("method", "deletion AUC (lower is better)", "insertion AUC (higher is better)")
     for how, score in result["mean"].items():
         table.add_row(how, f"{score['deletion_auc']:.3f}", f"{score['insertion_auc']:.3f}")

@@ -97,6 +97,8 @@ def test_explain_compares_methods_on_a_file_with_faithfulness_scores(trained_mod
         "explain", "--model", trained_model, png, "--out", out, "--methods", "gradcam,lime", expect=2
     )
     assert_one_line_error(refused.output, "unknown explanation method(s) ['lime']")
+    refused = run_cli("predict", "--model", trained_model, png, "--out", out, "--explain", "gradcm", expect=2)
+    assert_one_line_error(refused.output, "unknown explanation method(s) ['gradcm']")
 
 
 def test_compare_two_runs_on_the_same_test_set(trained_model, tmp_path):

@@ -22,8 +22,6 @@ from radsight.explain.overlay import save_grid
 from radsight.predict import FileInput
 from radsight.train import load_method
 
-METHODS = ("gradcam", "gradcam++", "hirescam", "ig")
-
 
 def explain_files(
     model_dir: Path, files: list[Path], out_dir: Path, methods: list[str], steps: int = 20
