@@ -12,28 +12,18 @@ sample and the last.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from memory import rss_mb
 from outputs import write_results
 from torch import nn
 from torchvision.models import resnet18
 
 from radsight.explain.cam import explain, registered_hooks
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MB (psutil when installed, else /proc/self/statm)."""
-    try:
-        import psutil
-    except ImportError:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def one_channel_resnet18(num_classes: int = 2) -> nn.Module:

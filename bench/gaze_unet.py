@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from memory import peak_rss_mb
 from outputs import write_results
 
 from radsight.data.sample import Batch, SampleMeta
@@ -33,10 +33,6 @@ CONFIGS = {
     "densenet201": {"backbone": "densenet201", "unet_width": 1.0},
     "cpu": yaml.safe_load((RECIPES / "gaze_unet_cpu.yaml").read_text())["model"],
 }
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
 def synthetic_batch(n: int, device: torch.device) -> Batch:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from memory import peak_rss_mb, rss_mb
 from outputs import write_results
 
 from radsight.data.sample import Sample, SampleMeta, collate
@@ -31,14 +30,6 @@ from radsight.methods import method_class
 SIZE = (2944, 1920)
 LABELS = ["benign", "malignant"]
 CASES = ("glam_inference", "glam_train_step", "resnet34_inference", "resnet34_train_step")
-
-
-def rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def build(case: str):
