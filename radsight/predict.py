@@ -14,6 +14,7 @@ from torch import Tensor
 
 from radsight.checkpoints import write_json
 from radsight.config import Recipe
+from radsight.data.assemble import aligns_breasts
 from radsight.data.io import read_image
 from radsight.data.sample import Batch, Sample, SampleMeta, collate
 from radsight.data.transforms import BREAST_FLIPPED_KEY, LETTERBOX_KEY, AlignBreast, Letterbox, LetterboxInfo
@@ -45,7 +46,7 @@ class FileInput:
         """Read every file first, so a bad one stops the run with its name before any work is done."""
         read = [(path, *read_image(path)) for path in files]
         letterbox = Letterbox(tuple(recipe.data.image_size))
-        align = any(spec.options.get("align_breast") for spec in recipe.data.sources)
+        align = any(aligns_breasts(spec) for spec in recipe.data.sources)
         inputs = []
         for path, image, info in read:
             meta = SampleMeta(

@@ -25,25 +25,30 @@ from radsight.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
+ALIGN_BREAST = "align_breast"
+"""Source option understood for every source: mirror mammograms so all breasts face the same way."""
+
+
+def aligns_breasts(spec: SourceSpec) -> bool:
+    """Whether a recipe's source entry asks for :class:`AlignBreast` (training and prediction agree)."""
+    return bool(spec.options.get(ALIGN_BREAST, False))
+
+
 def build_source(spec: SourceSpec, on_bad_file: str = "raise") -> Any:
     """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
 
     ``${VAR}`` in the root and options was already read from the environment when the recipe loaded.
-    The option ``align_breast: true``, understood for every source, mirrors its mammograms so that all
-    breasts face the same way (:class:`AlignBreast`) before any other transform.
+    With ``align_breast: true`` the source's transform is :class:`AlignBreast`, run before any other.
     """
     cls = source_class(spec.name)
-    options = dict(spec.options)
-    align = bool(options.pop("align_breast", False))
+    options = {key: value for key, value in spec.options.items() if key != ALIGN_BREAST}
+    if aligns_breasts(spec):
+        options["transform"] = AlignBreast()
     if "root" not in inspect.signature(cls).parameters:
-        source = cls(**options)
-    elif spec.root is None:
+        return cls(**options)
+    if spec.root is None:
         raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
-    else:
-        source = cls(Path(spec.root), on_bad_file=on_bad_file, **options)
-    if align:
-        source.transform = AlignBreast()
-    return source
+    return cls(Path(spec.root), on_bad_file=on_bad_file, **options)
 
 
 class LabelledUnion(Dataset):
@@ -133,7 +138,8 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
     sources = [build_source(spec, data.on_bad_file) for spec in data.sources]
     union = LabelledUnion(sources, [spec.name for spec in data.sources], data.labels)
     labels = union.label_matrix
-    split = patient_split(union.patient_ids, fractions=data.split, seed=seed)
+    patient_ids = union.patient_ids
+    split = patient_split(patient_ids, fractions=data.split, seed=seed)
     train_index = np.asarray(split["train"])
     if data.budget is not None:
         budget_seed = seed if data.budget_seed is None else data.budget_seed
@@ -160,7 +166,6 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
             pseudo_gaze=data.pseudo_gaze,
         )
     )
-    patient_ids = union.patient_ids
     indices = {
         "train": train_index.tolist(),
         "val": list(map(int, split["val"])),
@@ -168,14 +173,14 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
     }
     log.info(
         "splits by patient: train %d, val %d, test %d images",
-        len(train_index),
-        len(split["val"]),
-        len(split["test"]),
+        len(indices["train"]),
+        len(indices["val"]),
+        len(indices["test"]),
     )
     return DataSplits(
-        train=Subset(train_view, train_index.tolist()),
-        val=Subset(eval_view, list(map(int, split["val"]))),
-        test=Subset(eval_view, list(map(int, split["test"]))),
+        train=Subset(train_view, indices["train"]),
+        val=Subset(eval_view, indices["val"]),
+        test=Subset(eval_view, indices["test"]),
         label_names=list(data.labels),
         indices=indices,
         patients={name: sorted({patient_ids[i] for i in index}) for name, index in indices.items()},
