@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import track
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -41,7 +40,7 @@ from radsight.data.assemble import build_splits
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 from radsight.evaluate import lesion_targets
-from radsight.explain.cam import eval_mode, explain
+from radsight.explain.cam import eval_mode, explain, normalise_maps
 from radsight.methods import Method
 from radsight.metrics.bootstrap import json_float, patient_groups, percentile_ci, weight_blocks
 from radsight.metrics.localization import localization_section, overlap_at_thresholds
@@ -82,10 +81,7 @@ def cam_maps(method: Method, batch: Batch, images: list[int], targets: list[int]
     with eval_mode(method), torch.no_grad():
         features = backbone.forward_features(batch.images[images])
     weights = linear[0].weight[targets]  # N x C
-    raw = torch.einsum("nchw,nc->nhw", features, weights).clamp(min=0)
-    maps = F.interpolate(raw[:, None], size=batch.images.shape[-2:], mode="bilinear")[:, 0]
-    peak = maps.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+    return normalise_maps(torch.einsum("nchw,nc->nhw", features, weights), batch.images.shape[-2:])
 
 
 MAP_KINDS: dict[str, MapFn] = {
@@ -113,7 +109,7 @@ def lesion_maps(method: Method, dataset: Dataset, kind: str, batch_size: int) ->
     scored = Scored()
     for batch in track(make_loader(dataset, batch_size, shuffle=False), description=kind, transient=True):
         batch = batch.to(device)
-        pairs = [(i, k, truth) for i, k, truth in lesion_targets(batch, method.label_names)]
+        pairs = list(lesion_targets(batch, method.label_names))
         if not pairs:
             continue
         with torch.inference_mode(kind != "gradcam"):

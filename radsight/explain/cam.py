@@ -182,7 +182,7 @@ def explain(
         raw = _native(model, images, targets)
     else:
         raise ConfigError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
-    return _normalise(raw, images.shape[-2:])
+    return normalise_maps(raw, images.shape[-2:])
 
 
 def _cam(model: nn.Module, images: Tensor, targets: Targets, layer: nn.Module, method: str) -> Tensor:
@@ -274,8 +274,9 @@ def _native(model: nn.Module, images: Tensor, targets: Targets) -> Tensor:
     return maps[torch.arange(len(index), device=maps.device), index]
 
 
-def _normalise(raw: Tensor, size: Sequence[int]) -> Tensor:
-    """Clip negatives, upsample bilinearly to ``size`` and divide each map by its maximum."""
+def normalise_maps(raw: Tensor, size: Sequence[int]) -> Tensor:
+    """Raw ``B x h x w`` maps as every explanation returns them: negatives clipped, upsampled bilinearly
+    to ``size``, each divided by its maximum (all-zero maps stay zero)."""
     maps = F.interpolate(raw.detach().float().clamp(min=0)[:, None], size=tuple(size), mode="bilinear")[:, 0]
     peak = maps.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
