@@ -145,3 +145,13 @@ def test_mask_of_wrong_size_is_refused(tmp_path):
     assert read_mask(tmp_path / "mask.png", (10, 12)).all()
     with pytest.raises(DataError, match=r"mask\.png: mask size 12x10 differs from its image 20x10"):
         read_mask(tmp_path / "mask.png", (10, 20))
+
+
+def test_dicom_mask_reads_nonzero_pixels_as_inside(tmp_path):
+    pixels = np.zeros((12, 10), dtype=np.uint16)
+    pixels[3:7, 2:5] = 255
+    path = write_dicom(tmp_path / "roi.dcm", pixels, modality="MG", bits_stored=16)
+    mask = read_mask(path, (12, 10))
+    assert mask.dtype == torch.bool and torch.equal(mask, torch.from_numpy(pixels > 0))
+    with pytest.raises(DataError, match="mask size 10x12 differs from its image 12x12"):
+        read_mask(path, (12, 12))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,10 +122,10 @@ def _read_pillow(path: Path, bits_stored: int | None) -> tuple[np.ndarray, Image
     raise DataError(path, f"unsupported pixel mode {mode!r}")
 
 
-def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
+def _dicom_pixels(path: Path) -> tuple[Any, np.ndarray]:
+    """The dataset and its one grayscale frame as stored (no LUT applied), or a DataError naming the file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         dataset = pydicom.dcmread(path)
@@ -142,6 +143,13 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
         raise DataError(path, f"cannot decode DICOM pixel data ({type(error).__name__}: {error})") from None
     if pixels.ndim != 2:
         raise DataError(path, f"expected one grayscale frame, got pixel array of shape {pixels.shape}")
+    return dataset, pixels
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    dataset, pixels = _dicom_pixels(path)
     values = apply_modality_lut(pixels, dataset).astype(np.float64)
     has_voi = "WindowCenter" in dataset or "VOILUTSequence" in dataset
     if has_voi:
@@ -166,7 +174,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
 
 
 def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) -> Tensor:
-    """Read a binary mask file (any nonzero pixel is inside) as an H x W bool tensor.
+    """Read a binary mask file, PNG-like or DICOM (any nonzero pixel is inside), as an H x W bool tensor.
 
     ``expected_size`` is the (height, width) of the image the mask belongs to; a mismatch is an error,
     never a silent resize.
@@ -174,12 +182,15 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "mask file not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            array = np.asarray(image.convert("L") if image.mode not in ("L", "1") else image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(path, f"corrupt or unreadable mask ({error})") from None
+    if _is_dicom(path):
+        array = _dicom_pixels(path)[1]
+    else:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                array = np.asarray(image.convert("L") if image.mode not in ("L", "1") else image)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise DataError(path, f"corrupt or unreadable mask ({error})") from None
     size = (int(array.shape[0]), int(array.shape[1]))
     if expected_size is not None and size != tuple(expected_size):
         raise DataError(

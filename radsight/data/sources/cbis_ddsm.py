@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from radsight.data.io import read_image, read_image_size, read_mask
+from radsight.data.io import read_image_size, read_mask
 from radsight.data.sample import Sample
 from radsight.data.sources.base import Record, SourceDataset, cell_text, read_csv
 from radsight.errors import ConfigError, DataError
@@ -161,7 +161,4 @@ def _roi_mask(candidates: list[Path], size: tuple[int, int]) -> torch.Tensor:
     if not fitting:
         listed = ", ".join(f"{p.name} {w}x{h}" for p, (h, w) in sizes.items())
         raise DataError(candidates[0], f"no ROI mask of the mammogram's size {size[1]}x{size[0]} ({listed})")
-    path = fitting[0]
-    if path.suffix.lower() == ".png":
-        return read_mask(path, size)
-    return read_image(path)[0][0] > 0.5
+    return read_mask(fitting[0], size)
