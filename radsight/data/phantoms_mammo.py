@@ -3,7 +3,7 @@ are known exactly, deterministic by seed. They are the data of GLAM's tests and 
 
 A breast is a half ellipse against the chest wall; its fibroglandular tissue is a few octaves of smooth
 noise, denser near the chest wall, under a bright skin line, with a pectoral muscle on MLO views. Lesions
-are small (a few hundredths of the image's area): a benign mass is a circumscribed oval, a malignant one
+are small (under half a percent of the image's area): a benign mass is a circumscribed oval, a malignant one
 a spiculated mass (a smaller core with thin tapering spicules). Both add intensities from the same
 amplitude range, so a model has to look at the lesion's shape and margin, as a reader does.
 
