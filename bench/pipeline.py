@@ -26,11 +26,10 @@ from torch.utils.data import DataLoader
 
 from radsight.config import SourceSpec, StageConfig
 from radsight.data.assemble import LabelledUnion, build_source
-from radsight.data.sample import Batch, collate
+from radsight.data.sample import Batch, collate, make_loader
 from radsight.data.transforms import build_transforms
-from radsight.methods.losses import masked_bce
 from radsight.methods.supervised import SupervisedClassifier
-from radsight.train import make_loader
+from radsight.nn.losses import masked_bce
 
 
 def loading_rate(dataset: Any, batch_size: int, workers: int, batches: int) -> float:

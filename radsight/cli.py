@@ -79,7 +79,7 @@ def _train_and_evaluate(
     recipe_path: Path, out: Path, overrides: list[str], resume: bool, evaluate: bool
 ) -> None:
     from radsight.config import load_recipe
-    from radsight.run import train_and_evaluate
+    from radsight.train import train_and_evaluate
 
     _, metrics = train_and_evaluate(
         load_recipe(recipe_path, overrides), out, resume=resume, evaluate_test=evaluate
@@ -145,7 +145,7 @@ def evaluate(
     from radsight.data.assemble import LabelledUnion, build_source, build_splits, without_patients_of_run
     from radsight.data.transforms import build_transforms
     from radsight.evaluate import evaluate as run_evaluation
-    from radsight.train import load_method
+    from radsight.methods import load_method
 
     method, recipe = load_method(model)
     config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
@@ -199,7 +199,7 @@ def explain_command(
     steps: Annotated[int, typer.Option(help="points of the deletion and insertion curves")] = 20,
 ) -> None:
     """Explain each file's top class with several methods side by side, scored by deletion/insertion AUC."""
-    from radsight.explain.on_files import explain_files
+    from radsight.explain_files import explain_files
 
     result = explain_files(model, files, out, explanation_methods(methods), steps)
     table = Table("method", "deletion AUC (lower is better)", "insertion AUC (higher is better)")
@@ -236,8 +236,8 @@ def curve(
     resume: Annotated[bool, typer.Option(help="reuse finished runs in --out")] = False,
 ) -> None:
     """Label-efficiency curve: test metric against the number of labels, one line per recipe."""
-    from radsight.curve import run_curve
     from radsight.errors import ConfigError
+    from radsight.studies.curve import run_curve
 
     try:
         values = [int(b) for b in budgets.split(",") if b.strip()]
@@ -261,10 +261,32 @@ def ablate(
     n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for CIs and tests")] = None,
 ) -> None:
     """Train every variant under the same budget, evaluate each on the same test split, one table."""
-    from radsight.ablation import run_ablation
+    from radsight.studies.ablation import run_ablation
 
     run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
     Console().print((out / "ablation.md").read_text())
+
+
+@app.command("glam-compare")
+@reports_errors
+def glam_compare(
+    glam: Annotated[Path, typer.Option(help="run folder of glam (with its local stages)")],
+    out: Annotated[Path, typer.Option(help="folder for comparison.json and comparison.md")],
+    global_only: Annotated[
+        Path | None, typer.Option(help="run folder of glam trained with the global stage only")
+    ] = None,
+    classifier: Annotated[Path | None, typer.Option(help="run folder of a supervised classifier")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+) -> None:
+    """Score GLAM's maps and its baselines' on GLAM's test split, with GLAM's relative Dice gain."""
+    from radsight.studies.glam_comparison import run_glam_comparison
+
+    result = run_glam_comparison(
+        glam, out, global_only=global_only, classifier=classifier, n_boot=n_boot, seed=seed
+    )
+    Console().print((out / "comparison.md").read_text())
+    Console().print(json.dumps(result["relative_dice_gain"], indent=2))
 
 
 @data_app.command("inspect")
@@ -278,7 +300,7 @@ def inspect_data(
 ) -> None:
     """Count labels and annotation coverage, and draw a contact sheet with boxes, masks and gaze."""
     from radsight.config import SourceSpec
-    from radsight.inspect import inspect_source
+    from radsight.report.dataset_summary import inspect_source
 
     spec = SourceSpec(name=source, root=None if root is None else str(root), options=_parse_options(options))
     summary = inspect_source(spec, out, max_images=max_images)

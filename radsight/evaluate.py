@@ -10,7 +10,6 @@ dicts, absent when the data has nothing to score.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
 from radsight.config import EvaluationConfig
-from radsight.data.sample import Batch
+from radsight.data.sample import Batch, make_loader
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay, save_grid
 from radsight.methods import Method, Prediction
@@ -32,8 +31,8 @@ from radsight.metrics.classification import classification_curves, classificatio
 from radsight.metrics.localization import Boxes, localization_section
 from radsight.metrics.saliency import saliency_section
 from radsight.report.plots import calibration_curve, confusion_heatmap, pr_curves, roc_curves
+from radsight.report.scores import ImageScores
 from radsight.report.writer import write_report
-from radsight.train import make_loader
 
 log = logging.getLogger(__name__)
 GRID_CASES = 4  # rows of best, of worst and of random cases in the overlay grid
@@ -301,29 +300,6 @@ def evaluate(
     if grid is not None:
         figures["Best, worst and random cases"] = grid
     write_json(out_dir / "metrics.json", metrics)
-    write_json(
-        out_dir / "predictions.json",
-        {
-            "label_names": method.label_names,
-            "rows": [
-                {"path": p, "patient_id": pid, "probs": row.tolist(), "labels": _json_labels(truth)}
-                for p, pid, row, truth in zip(found.paths, found.patient_ids, probs, labels, strict=True)
-            ],
-        },
-    )
+    ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
     write_report(out_dir, title, metrics, figures, n_images=len(found.paths))
     return metrics
-
-
-def _json_labels(row: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else float(v) for v in row]
-
-
-def load_predictions(run_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str], list[str]]:
-    """Read predictions.json back: label names, probs, labels (NaN = not annotated), patients, paths."""
-
-    payload = json.loads((Path(run_dir) / "predictions.json").read_text())
-    rows = payload["rows"]
-    probs = np.array([r["probs"] for r in rows], dtype=np.float64)
-    labels = np.array([[np.nan if v is None else v for v in r["labels"]] for r in rows], dtype=np.float64)
-    return payload["label_names"], probs, labels, [r["patient_id"] for r in rows], [r["path"] for r in rows]

@@ -1,4 +1,5 @@
-"""Run a recipe: build data and method, train each stage in order with resumable checkpoints, export.
+"""Run a recipe: build data and method, train each stage in order with resumable checkpoints, export,
+then evaluate on the test split the model never saw.
 
 Layout of a run folder:
   recipe.yaml             the recipe as resolved (overrides applied)
@@ -23,58 +24,17 @@ from typing import Any
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader, Dataset
 
-from radsight.checkpoints import (
-    AtomicCheckpointIO,
-    export_model,
-    load_weights,
-    read_export_config,
-    save_weights,
-    write_json,
-)
+from radsight.checkpoints import AtomicCheckpointIO, export_model, load_weights, save_weights, write_json
 from radsight.config import Recipe
 from radsight.data.assemble import DataSplits, build_splits
-from radsight.data.sample import collate
+from radsight.data.sample import make_loader
 from radsight.errors import ConfigError
-from radsight.methods import Method, method_class
+from radsight.evaluate import evaluate
+from radsight.methods import Method, build_method
+from radsight.methods.registry import export_config
 
 log = logging.getLogger(__name__)
-
-
-def build_method(recipe: Recipe, label_names: list[str], pretrained: bool = True) -> Method:
-    """Instantiate the recipe's method; ``pretrained=False`` skips loading initial weights files."""
-    model = dict(recipe.model)
-    if not pretrained:
-        model["pretrained"] = None
-    return method_class(recipe.method)(
-        label_names=label_names,
-        task=recipe.task,
-        model=model,
-        stages=[stage.model_dump() for stage in recipe.stages],
-    )
-
-
-def load_method(model_dir: str | Path) -> tuple[Method, Recipe]:
-    """Rebuild a trained method from its export (safetensors + JSON, no unpickling)."""
-    config = read_export_config(model_dir)
-    recipe = Recipe.model_validate(config["recipe"])
-    method = build_method(recipe, config["label_names"], pretrained=False)
-    load_weights(method, Path(model_dir) / "model.safetensors")
-    method.eval()
-    return method, recipe
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        collate_fn=collate,
-        persistent_workers=num_workers > 0,
-        drop_last=False,
-    )
 
 
 class EpochLog(Callback):
@@ -156,16 +116,6 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
     )
 
 
-def export_config(recipe: Recipe, label_names: list[str]) -> dict[str, Any]:
-    return {
-        "method": recipe.method,
-        "task": recipe.task,
-        "label_names": label_names,
-        "image_size": list(recipe.data.image_size),
-        "recipe": recipe.model_dump(mode="json"),
-    }
-
-
 def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainResult:
     """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept."""
     out_dir = Path(out_dir)
@@ -210,3 +160,27 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainRes
     if is_global_zero:
         export_model(method, export_config(recipe, splits.label_names), out_dir)
     return TrainResult(out_dir=out_dir, method=method, splits=splits, is_global_zero=is_global_zero)
+
+
+def train_and_evaluate(
+    recipe: Recipe,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    evaluate_test: bool = True,
+    title: str | None = None,
+) -> tuple[TrainResult, dict[str, Any] | None]:
+    """Train into ``out_dir`` and write the test evaluation beside the model (rank 0 only under DDP)."""
+    result = train(recipe, out_dir, resume=resume)
+    if not (evaluate_test and result.is_global_zero):
+        return result, None
+    metrics = evaluate(
+        result.method,
+        result.splits.test,
+        out_dir,
+        recipe.evaluation,
+        title=title or f"{recipe.name}: test split",
+        batch_size=recipe.data.batch_size,
+        seed=recipe.seed,
+    )
+    return result, metrics

@@ -11,7 +11,7 @@ from conftest import TINY_TRAINING, run_cli
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from radsight.data.phantoms import PhantomChestXray
+from radsight.data.sources.phantoms import PhantomChestXray
 
 
 def assert_one_line_error(output: str, *fragments: str) -> None:

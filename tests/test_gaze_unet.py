@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from conftest import run_cli
 from safetensors.torch import load_file
 
-from radsight.data.phantoms import PhantomChestXray
 from radsight.data.sample import Batch, collate
+from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.data.transforms import build_transforms
 from radsight.errors import ConfigError
-from radsight.methods.contrastive import class_ids, supervised_contrastive_loss, triplet_loss
 from radsight.methods.gaze_unet import STAGE_PARTS, GazeUNet, saliency_kl, uncertainty_weighted
+from radsight.nn.contrastive import class_ids, supervised_contrastive_loss, triplet_loss
 
 STAGES = ("contrastive", "classify", "saliency", "joint")
 TINY = {"backbone": "tiny_cnn", "unet_width": 1 / 16, "fusion_features": 16, "projection_features": 16}

@@ -14,13 +14,13 @@ from conftest import run_cli
 from PIL import Image
 from torchvision.models import resnet18
 
-from radsight import glam_baselines
-from radsight.data.phantoms_mammo import PhantomMammogram
 from radsight.data.sample import collate
+from radsight.data.sources.phantoms_mammo import PhantomMammogram
 from radsight.errors import ConfigError
 from radsight.explain.cam import explain
 from radsight.methods.glam import GLAM
 from radsight.nn.patches import crop_patches, paste_maps, select_patches, window_cells
+from radsight.studies import glam_comparison
 
 LABELS = ["benign", "malignant"]
 TINY = {
@@ -292,9 +292,19 @@ def test_cli_trains_evaluates_and_predicts_with_the_patch_outlined(tiny_runs: di
 
 
 def test_baseline_comparison_scores_every_row_on_one_test_set(tiny_runs: dict, tmp_path: Path) -> None:
-    argv = ["--glam", tiny_runs["glam"], "--global-only", tiny_runs["global"]]
-    argv += ["--classifier", tiny_runs["classifier"], "--out", tmp_path, "--n-boot", "50"]
-    assert glam_baselines.main([str(a) for a in argv]) == 0
+    run_cli(
+        "glam-compare",
+        "--glam",
+        tiny_runs["glam"],
+        "--global-only",
+        tiny_runs["global"],
+        "--classifier",
+        tiny_runs["classifier"],
+        "--out",
+        tmp_path,
+        "--n-boot",
+        "50",
+    )
     result = json.loads((tmp_path / "comparison.json").read_text())
     rows = result["rows"]
     assert list(rows) == [
@@ -323,16 +333,16 @@ def test_runs_on_other_data_cannot_be_compared(tiny_runs: dict, recipes_dir: Pat
     )
     runs = {"GLAM": (tiny_runs["glam"], "native"), "other": (other, "cam")}
     with pytest.raises(ConfigError, match="other data"):
-        glam_baselines.compare(runs, "GLAM", n_boot=10)
+        glam_comparison.compare(runs, "GLAM", n_boot=10)
 
 
 def test_verdict_says_whether_the_published_gain_holds_up() -> None:
     def gain(value: float, low: float, high: float) -> dict:
         return {"gain": value, "ci_low": low, "ci_high": high, "published_gain": 0.2, "best_baseline": "CAM"}
 
-    assert "holds up: GLAM is better, and the published 20.0% lies inside" in glam_baselines.verdict(
+    assert "holds up: GLAM is better, and the published 20.0% lies inside" in glam_comparison.verdict(
         "malignant", gain(0.3, 0.1, 0.5)
     )
-    assert "differs from the published" in glam_baselines.verdict("malignant", gain(1.0, 0.6, 1.4))
-    assert "not shown here" in glam_baselines.verdict("malignant", gain(0.1, -0.1, 0.3))
-    assert "does not hold up" in glam_baselines.verdict("malignant", gain(-0.3, -0.5, -0.1))
+    assert "differs from the published" in glam_comparison.verdict("malignant", gain(1.0, 0.6, 1.4))
+    assert "not shown here" in glam_comparison.verdict("malignant", gain(0.1, -0.1, 0.3))
+    assert "does not hold up" in glam_comparison.verdict("malignant", gain(-0.3, -0.5, -0.1))

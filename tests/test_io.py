@@ -11,7 +11,7 @@ from conftest import write_dicom
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from radsight.data.io import read_image, read_mask
+from radsight.data.image_io import read_image, read_mask
 from radsight.errors import DataError
 
 

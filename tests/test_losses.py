@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from radsight.methods.losses import masked_bce, masked_cross_entropy
+from radsight.nn.losses import masked_bce, masked_cross_entropy
 
 
 def test_masked_bce_equals_the_mean_over_annotated_entries():

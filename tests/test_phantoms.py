@@ -13,7 +13,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from radsight.data.phantoms import PhantomChestXray
+from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.data.transforms import build_transforms
 from radsight.errors import ConfigError
 

@@ -12,8 +12,8 @@ from scipy.spatial import ConvexHull
 
 from radsight.config import SourceSpec
 from radsight.data.assemble import build_source
-from radsight.data.phantoms_mammo import PhantomMammogram
 from radsight.data.sources.nyu_mammo import NYUMammo
+from radsight.data.sources.phantoms_mammo import PhantomMammogram
 from radsight.data.transforms import BREAST_FLIPPED_KEY, AlignBreast
 from radsight.errors import ConfigError
 

@@ -30,7 +30,7 @@ def test_real_recipe_trains_with_imagenet_weights_and_splits_by_patient(
         [build_source(s) for s in recipe.data.sources], ["covid", "nih"], recipe.data.labels
     )
     splits = json.loads((out / "splits.json").read_text())
-    tested = json.loads((out / "predictions.json").read_text())["rows"]
+    tested = json.loads((out / "image_scores.json").read_text())["rows"]
     assert len(tested) == len(splits["test"]) > 100
     trained_patients = {union.patient_ids[i] for i in splits["train"]}
     assert trained_patients.isdisjoint(row["patient_id"] for row in tested)

@@ -15,10 +15,10 @@ import torch
 from conftest import TINY_TRAINING, run_cli
 
 from radsight.config import StageConfig
-from radsight.data.phantoms import PhantomChestXray
 from radsight.data.sample import collate
+from radsight.data.sources.phantoms import PhantomChestXray
+from radsight.methods import load_method
 from radsight.methods.supervised import SupervisedClassifier
-from radsight.train import load_method
 
 
 def epochs_logged(run: Path) -> list[dict]:

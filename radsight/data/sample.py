@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from radsight.errors import DataError
 
@@ -156,4 +157,17 @@ def collate(items: list[Sample | None]) -> Batch:
         fixations=[s.fixations for s in samples],
         reports=[s.report for s in samples],
         meta=[s.meta for s in samples],
+    )
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    """A loader of :class:`Batch` (absent annotations stay absent), used by training and evaluation."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+        drop_last=False,
     )

@@ -30,10 +30,10 @@ from torch import Tensor, nn
 from radsight.config import Strict
 from radsight.data.sample import Batch
 from radsight.methods.base import Method, Prediction
-from radsight.methods.contrastive import supervised_contrastive_loss, triplet_loss
-from radsight.methods.losses import classification_loss, probabilities
 from radsight.nn.backbones import create_backbone
 from radsight.nn.blocks import ResidualSEBlock, UpBlock
+from radsight.nn.contrastive import supervised_contrastive_loss, triplet_loss
+from radsight.nn.losses import classification_loss, probabilities
 
 Task = Literal["classify", "saliency"]
 TASK_ORDER: tuple[Task, ...] = ("classify", "saliency")  # order of GazeUNet.log_variances

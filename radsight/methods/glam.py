@@ -36,8 +36,8 @@ from radsight.config import Strict
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 from radsight.methods.base import Method, Prediction
-from radsight.methods.losses import classification_loss
 from radsight.nn.blocks import TopKPooling
+from radsight.nn.losses import classification_loss
 from radsight.nn.patches import crop_patches, paste_maps, select_patches
 from radsight.nn.weights import load_into, read_state_dict
 

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from radsight.config import Strict
 from radsight.data.sample import Batch
 from radsight.methods.base import Method, Prediction
-from radsight.methods.losses import classification_loss, probabilities
 from radsight.nn.backbones import create_backbone
+from radsight.nn.losses import classification_loss, probabilities
 
 
 class SupervisedOptions(Strict):

@@ -1,6 +1,6 @@
 """Compare evaluated runs on the same test images: one table with CIs, and paired bootstrap tests.
 
-Each run folder holds the ``metrics.json`` and ``predictions.json`` that ``radsight evaluate`` (or
+Each run folder holds the ``metrics.json`` and ``image_scores.json`` that ``radsight evaluate`` (or
 ``train``) writes. The first run is the reference every other run is tested against.
 """
 
@@ -15,30 +15,31 @@ import numpy as np
 
 from radsight.checkpoints import write_json
 from radsight.errors import ConfigError
-from radsight.evaluate import load_predictions
 from radsight.metrics.classification import paired_bootstrap_test
+from radsight.report.scores import SCORES_FILE, ImageScores
 
 HEADLINE = ("auroc_macro", "auprc_macro", "ece")
 
 
 def _aligned(runs: Sequence[Path]) -> tuple[list[str], list[np.ndarray], np.ndarray, list[str]]:
     """Probabilities of every run over the images all runs share, in the reference run's order."""
-    loaded = [load_predictions(run) for run in runs]
-    names = loaded[0][0]
-    for run, (other, *_rest) in zip(runs, loaded, strict=True):
-        if other != names:
-            raise ConfigError(f"{run}: label names {other} differ from the reference's {names}")
-    shared = set.intersection(*(set(paths) for *_, paths in loaded))
+    loaded = [ImageScores.read(run) for run in runs]
+    reference = loaded[0]
+    for run, other in zip(runs, loaded, strict=True):
+        if other.label_names != reference.label_names:
+            raise ConfigError(
+                f"{run}: label names {other.label_names} differ from the reference's {reference.label_names}"
+            )
+    shared = set.intersection(*(set(scores.paths) for scores in loaded))
     if not shared:
         raise ConfigError("the runs share no test image: compare runs evaluated on the same data")
-    _, _, labels, patients, paths = loaded[0]
-    keep = [j for j, p in enumerate(paths) if p in shared]
-    order = [p for p in paths if p in shared]
+    keep = [j for j, p in enumerate(reference.paths) if p in shared]
+    order = [reference.paths[j] for j in keep]
     probs = []
-    for _, run_probs, _, _, run_paths in loaded:
-        where = {p: j for j, p in enumerate(run_paths)}
-        probs.append(run_probs[[where[p] for p in order]])
-    return names, probs, labels[keep], [patients[j] for j in keep]
+    for scores in loaded:
+        where = {p: j for j, p in enumerate(scores.paths)}
+        probs.append(scores.probs[[where[p] for p in order]])
+    return reference.label_names, probs, reference.labels[keep], [reference.patient_ids[j] for j in keep]
 
 
 def compare_runs(
@@ -55,8 +56,8 @@ def compare_runs(
         raise ConfigError("compare needs at least two runs")
     runs = [Path(r) for r in runs]
     for run in runs:
-        if not (run / "predictions.json").is_file() or not (run / "metrics.json").is_file():
-            raise ConfigError(f"{run}: no metrics.json and predictions.json here (evaluate the run first)")
+        if not (run / SCORES_FILE).is_file() or not (run / "metrics.json").is_file():
+            raise ConfigError(f"{run}: no metrics.json and {SCORES_FILE} here (evaluate the run first)")
     names, probs, labels, patients = _aligned(runs)
     if multilabel is None:
         config = (

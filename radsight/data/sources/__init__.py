@@ -9,8 +9,8 @@ from typing import Any
 from radsight.errors import ConfigError
 
 SOURCES = {
-    "phantom": "radsight.data.phantoms:PhantomChestXray",
-    "phantom_mammo": "radsight.data.phantoms_mammo:PhantomMammogram",
+    "phantom": "radsight.data.sources.phantoms:PhantomChestXray",
+    "phantom_mammo": "radsight.data.sources.phantoms_mammo:PhantomMammogram",
     "covid": "radsight.data.sources.covid:CovidChestXray",
     "nih": "radsight.data.sources.nih:NIHChestXray14",
     "nyu_mammo": "radsight.data.sources.nyu_mammo:NYUMammo",

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from radsight.data.io import read_image, read_mask
+from radsight.data.image_io import read_image, read_mask
 from radsight.data.sample import Sample, SampleMeta
 from radsight.errors import ConfigError, DataError
 

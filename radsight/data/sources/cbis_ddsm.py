@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from radsight.data.io import read_image_size, read_mask
+from radsight.data.image_io import read_image_size, read_mask
 from radsight.data.sample import Sample
 from radsight.data.sources.base import Record, SourceDataset, cell_text, read_csv
 from radsight.errors import ConfigError, DataError

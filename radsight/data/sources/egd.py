@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from radsight.data.io import read_image_size
+from radsight.data.image_io import read_image_size
 from radsight.data.sources.base import (
     Record,
     SourceDataset,

@@ -3,7 +3,7 @@
 The CSV is UTF-8 with a header row. Column names are case-sensitive; columns not listed here are ignored.
 
 ``path`` (required)
-    The image file (DICOM, 8/16-bit PNG or JPEG; see ``radsight.data.io``), absolute or relative to the
+    The image file (DICOM, 8/16-bit PNG or JPEG; see ``radsight.data.image_io``), absolute or relative to the
     dataset root, which is the CSV's folder unless ``root`` is given.
 ``patient_id`` (optional)
     Groups images for patient-level splits. When the column is absent or a cell is blank, the ``path``

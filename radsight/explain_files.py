@@ -19,8 +19,8 @@ from radsight.checkpoints import write_json
 from radsight.explain.cam import explain
 from radsight.explain.faithfulness import deletion_curve, insertion_curve
 from radsight.explain.overlay import save_grid
-from radsight.predict import FileInput
-from radsight.train import load_method
+from radsight.infer import FileInput
+from radsight.methods import load_method
 
 
 def explain_files(

@@ -16,14 +16,11 @@ pointing game, with patient-bootstrap 95% CIs. The closing note gives GLAM's rel
 best baseline per class, with a paired patient-bootstrap CI, next to the published gains (39.6% benign,
 20.0% malignant over the best weakly-supervised baseline, NYU screening data).
 
-    python -m radsight.glam_baselines --glam RUN --global-only RUN --classifier RUN --out DIR
+    radsight glam-compare --glam RUN --global-only RUN --classifier RUN --out DIR
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +34,13 @@ from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
 from radsight.data.assemble import build_splits
-from radsight.data.sample import Batch
+from radsight.data.sample import Batch, make_loader
 from radsight.errors import ConfigError
 from radsight.evaluate import lesion_targets
 from radsight.explain.cam import eval_mode, explain, normalise_maps
-from radsight.methods import Method
+from radsight.methods import Method, load_method
 from radsight.metrics.bootstrap import json_float, patient_groups, percentile_ci, weight_blocks
 from radsight.metrics.localization import localization_section, overlap_at_thresholds
-from radsight.train import load_method, make_loader
 
 PUBLISHED_GAIN = {"benign": 0.396, "malignant": 0.200}
 """GLAM's published relative Dice gains over the best weakly-supervised baseline (Liu et al., 2021)."""
@@ -263,35 +259,27 @@ def verdict(label: str, gain: dict[str, Any]) -> str:
     return f"{text}; the published gain {held}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--glam", type=Path, required=True, help="run folder of glam (with local stages)")
-    parser.add_argument(
-        "--global-only", type=Path, help="run folder of glam trained with the global stage only"
-    )
-    parser.add_argument("--classifier", type=Path, help="run folder of a supervised global classifier")
-    parser.add_argument("--out", type=Path, required=True, help="folder for comparison.json and .md")
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+def run_glam_comparison(
+    glam: Path,
+    out_dir: Path,
+    *,
+    global_only: Path | None = None,
+    classifier: Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score every given run's maps on GLAM's test split; write comparison.json and comparison.md."""
     runs = {
-        "GLAM (fused map)": (args.glam, "native"),
-        "GLAM's global map (same weights)": (args.glam, "glam_global"),
+        "GLAM (fused map)": (glam, "native"),
+        "GLAM's global map (same weights)": (glam, "glam_global"),
     }
-    if args.global_only is not None:
-        runs["global module alone"] = (args.global_only, "native")
-    if args.classifier is not None:
-        runs["classifier CAM"] = (args.classifier, "cam")
-        runs["classifier Grad-CAM"] = (args.classifier, "gradcam")
-    result = compare(runs, "GLAM (fused map)", args.n_boot, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "comparison.json", result)
-    table = markdown(result)
-    (args.out / "comparison.md").write_text(table)
-    print(table)
-    print(json.dumps(result["relative_dice_gain"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if global_only is not None:
+        runs["global module alone"] = (global_only, "native")
+    if classifier is not None:
+        runs["classifier CAM"] = (classifier, "cam")
+        runs["classifier Grad-CAM"] = (classifier, "gradcam")
+    result = compare(runs, "GLAM (fused map)", n_boot, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "comparison.json", result)
+    (out_dir / "comparison.md").write_text(markdown(result))
+    return result

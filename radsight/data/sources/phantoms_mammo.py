@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from radsight.data.phantoms import Lesion, PhantomDataset, Transform, mask_box, place_lesion
 from radsight.data.sample import Sample
+from radsight.data.sources.phantoms import Lesion, PhantomDataset, Transform, mask_box, place_lesion
 
 MAMMO_LESIONS = ("benign", "malignant")
 

@@ -20,7 +20,7 @@ from radsight.checkpoints import write_json
 from radsight.config import load_recipe
 from radsight.errors import DataError
 from radsight.report.plots import label_efficiency_curves
-from radsight.run import train_and_evaluate
+from radsight.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from radsight.checkpoints import write_json
 from radsight.config import Recipe, Strict, apply_overrides, parse_recipe
-from radsight.data.sample import Batch, collate
+from radsight.data.sample import Batch, collate, make_loader
 from radsight.errors import ConfigError
 from radsight.evaluate import evaluate
 from radsight.explain.cam import explain
@@ -48,7 +48,7 @@ from radsight.methods import Method
 from radsight.metrics.bootstrap import bootstrap, json_float, mean_with_ci, patient_groups, with_ci
 from radsight.metrics.classification import classification_section, paired_bootstrap_test
 from radsight.metrics.saliency import cc
-from radsight.train import make_loader, train
+from radsight.train import train
 
 log = logging.getLogger(__name__)
 
