@@ -62,6 +62,23 @@ class DataConfig(Strict):
         return self
 
 
+Pool = Literal["labelled", "unlabelled", "annotated"]
+"""The training images a stage can learn from (see :class:`StageData`)."""
+
+
+class StageData(Strict):
+    """The training data of one stage; validation always uses the val split.
+
+    ``pool``: ``labelled`` is the training split after any label budget (what every stage saw so far);
+    ``unlabelled`` is every image of the training split, the ones the budget left out included, with no
+    label, box, mask, gaze or report; ``annotated`` is the labelled images that carry boxes, masks or
+    gaze. ``augment`` overrides ``data.augment`` for this stage.
+    """
+
+    pool: Pool = "labelled"
+    augment: bool | None = None
+
+
 class StageConfig(Strict):
     """A named training step with its own optimiser settings; methods define what each name trains."""
 
@@ -71,6 +88,9 @@ class StageConfig(Strict):
     weight_decay: float = 1e-4
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"
+    data: StageData | None = Field(
+        None, description="the stage's training data (default: the method's choice, else the labelled pool)"
+    )
 
 
 class TrainerConfig(Strict):

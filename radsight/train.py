@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader
 
 from radsight.checkpoints import AtomicCheckpointIO, export_model, load_weights, save_weights, write_json
 from radsight.config import Recipe
@@ -116,6 +117,18 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
     )
 
 
+def stage_loaders(method: Method, splits: DataSplits, stage: str) -> tuple[DataLoader, DataLoader | None]:
+    """The training loader of ``stage``'s pool (see ``StageData``) and the val loader (None when the
+    recipe has no val split)."""
+    data, chosen = splits.data, method.stage_data(stage)
+    log.info("stage %s trains on the %s pool", stage, chosen.pool)
+    train_set = splits.pool(chosen.pool, chosen.augment)
+    train_loader = make_loader(train_set, data.batch_size, shuffle=True, num_workers=data.num_workers)
+    if not len(splits.val):
+        return train_loader, None
+    return train_loader, make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
+
+
 def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainResult:
     """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept."""
     out_dir = Path(out_dir)
@@ -130,9 +143,6 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainRes
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         write_json(out_dir / "splits.json", splits.indices)
         write_json(out_dir / "patients.json", splits.patients)
-    data = recipe.data
-    train_loader = make_loader(splits.train, data.batch_size, shuffle=True, num_workers=data.num_workers)
-    val_loader = make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
     is_global_zero = True
     for stage in recipe.stages:
         stage_dir = out_dir / "stages" / stage.name
@@ -145,10 +155,11 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainRes
         trainer = _trainer(
             recipe, stage_dir, stage.epochs, [EpochLog(out_dir / "train_log.jsonl", stage.name)]
         )
+        train_loader, val_loader = stage_loaders(method, splits, stage.name)
         trainer.fit(
             method,
             train_loader,
-            val_loader if len(splits.val) else None,
+            val_loader,
             ckpt_path=last if resume and last.is_file() else None,
             weights_only=True,
         )

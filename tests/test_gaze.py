@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -65,10 +64,9 @@ def test_tiny_sigma_does_not_underflow() -> None:
     assert float(out[2:4, 2:4].sum()) == pytest.approx(1.0)  # split among the four touching pixels
 
 
-def test_fast_at_512_with_hundreds_of_fixations() -> None:
+def test_hundreds_of_fixations_at_512_make_one_distribution() -> None:
+    # its speed is measured by bench/components.py
     generator = torch.Generator().manual_seed(0)
     fixations = torch.rand(500, 3, generator=generator) * torch.tensor([512.0, 512.0, 1.0])
-    start = time.perf_counter()
     out = fixations_to_map(fixations, (512, 512), sigma_px=15.0)
-    assert time.perf_counter() - start < 0.5
-    assert float(out.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert out.shape == (512, 512) and float(out.sum()) == pytest.approx(1.0, abs=1e-5)

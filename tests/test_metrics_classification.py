@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -268,13 +267,6 @@ def test_section_is_seeded():
     other = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100, seed=2)
     assert first == again
     assert first["auroc_macro_ci_low"] != other["auroc_macro_ci_low"]
-
-
-def test_bootstrap_speed_1000_resamples_500_images_14_labels():
-    probs, labels, patients = multilabel_data(n=500, n_labels=14)
-    start = time.perf_counter()
-    classification_section(probs, labels, [str(k) for k in range(14)], patients, n_boot=1000)
-    assert time.perf_counter() - start < 15.0  # about 1 s alone on one slow core; margin for shared CPUs
 
 
 def test_paired_bootstrap_test():

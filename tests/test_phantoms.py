@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -151,15 +150,6 @@ def test_class_is_visible_in_the_lesion_but_not_in_global_statistics() -> None:
     lesion_auc = cross_val_score(model, np.array(lesion_stats), is_nodule, cv=5, scoring="roc_auc").mean()
     assert abs(global_auc - 0.5) < 0.15
     assert lesion_auc > 0.95
-
-
-def test_fast_enough_for_tests_and_the_demo() -> None:
-    # About 6 ms an image on an idle core; the bound leaves room for a busy shared machine.
-    dataset = PhantomChestXray(100, size=(224, 224), seed=0)
-    start = time.perf_counter()
-    for index in range(len(dataset)):
-        dataset[index]
-    assert time.perf_counter() - start < 4.0
 
 
 def test_transform_is_applied_and_unknown_classes_are_refused() -> None:

@@ -1,10 +1,15 @@
-"""Patient splits never share a patient; label budgets are exact, nested and seeded."""
+"""Patient splits never share a patient; label budgets are exact, nested and seeded; the pools a stage
+can train on (labelled, unlabelled, annotated) hold what they say."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from radsight.config import DataConfig, SourceSpec
+from radsight.data.assemble import DataSplits, build_splits
+from radsight.data.sample import make_loader
 from radsight.data.splits import label_budget_subsets, patient_split
 from radsight.errors import ConfigError, DataError
 
@@ -91,3 +96,69 @@ def test_a_budget_too_large_says_which_class_fell_short() -> None:
         label_budget_subsets(labels, [available + 1], seed=0, label_names=["nodule", "effusion", "mass"])
     with pytest.raises(DataError, match="normal images"):
         label_budget_subsets(np.ones((10, 1), dtype=np.float32), [2], seed=0)
+
+
+# ---------------------------------------------------------------- pools of training images
+
+
+def _phantom_splits(budget: int | None = 4) -> DataSplits:
+    data = DataConfig(
+        sources=[SourceSpec(name="phantom", options={"n": 120, "size": [32, 32], "seed": 3})],
+        labels=["nodule", "opacity"],
+        image_size=(32, 32),
+        budget=budget,
+    )
+    return build_splits(data, seed=0)
+
+
+def _indices_seen(dataset) -> list[int]:
+    """The phantom index of every image a loader yields (phantoms record it in their metadata)."""
+    return [meta.extra["index"] for batch in make_loader(dataset, 16, shuffle=False) for meta in batch.meta]
+
+
+def test_unlabelled_pool_is_the_whole_train_split_and_never_shows_a_label() -> None:
+    splits = _phantom_splits()
+    labelled, split_train = set(splits.indices["train"]), set(splits.train_split)
+    left_out = split_train - labelled
+    assert len(labelled) < 20 and len(left_out) > 50  # the budget left most training images out
+    pool = splits.pool("unlabelled")
+    assert sorted(_indices_seen(pool)) == sorted(split_train)
+    assert left_out <= set(_indices_seen(pool))
+    assert not set(_indices_seen(pool)) & (set(splits.indices["val"]) | set(splits.indices["test"]))
+    for batch in make_loader(pool, 16, shuffle=False):
+        assert batch.labels is None and batch.masks == {} and batch.gaze_maps is None
+        assert batch.boxes == [None] * len(batch) and batch.box_labels == [None] * len(batch)
+        assert batch.fixations == [None] * len(batch) and batch.reports == [None] * len(batch)
+    assert splits.train[0].labels is not None  # the labelled pool keeps them
+
+
+def test_labelled_pool_is_the_train_view_and_augment_can_be_switched_off() -> None:
+    splits = _phantom_splits()
+    assert splits.pool("labelled") is splits.train
+    plain = splits.pool("labelled", augment=False)
+    assert _indices_seen(plain) == _indices_seen(splits.train)
+    assert torch.equal(plain[0].image, plain[0].image)  # no random affine or intensity
+    assert not torch.equal(splits.train[0].image, splits.train[0].image)
+    assert torch.equal(plain[0].labels, splits.train[0].labels)
+
+
+def test_annotated_pool_is_the_labelled_images_with_boxes(data_root) -> None:
+    data = DataConfig(
+        sources=[SourceSpec(name="nih", root=str(data_root / "nih-cxr14"))],
+        labels=["Pneumonia", "Infiltration"],
+        image_size=(64, 64),
+        split=(0.8, 0.0, 0.2),
+    )
+    splits = build_splits(data, seed=0)
+    annotated = splits.pool("annotated", augment=False)
+    paths = {s.meta.path for s in annotated}
+    assert 0 < len(paths) < len(splits.train)
+    assert all(s.boxes is not None and len(s.boxes) for s in annotated)
+    others = [s for s in splits.pool("labelled", augment=False) if s.meta.path not in paths]
+    assert len(others) == len(splits.train) - len(paths)
+    assert all(s.boxes is None and s.masks is None and s.fixations is None for s in others)
+    none = data.model_copy(
+        update={"sources": [SourceSpec(name="nih", root=data.sources[0].root, options={"boxes": "none"})]}
+    )
+    with pytest.raises(DataError, match="pool 'annotated': no labelled training image carries boxes"):
+        build_splits(none, seed=0).pool("annotated")

@@ -1,4 +1,5 @@
-"""Training end to end through the CLI: learning, export, resume after a kill, DDP, stage freezing."""
+"""Training end to end through the CLI: learning, export, resume after a kill, DDP, stage freezing, and
+the data each stage trains on."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 from conftest import TINY_TRAINING, run_cli
+from torch.utils.data import RandomSampler, SequentialSampler
 
-from radsight.config import StageConfig
+from radsight.config import DataConfig, SourceSpec, StageConfig, StageData, parse_recipe
+from radsight.data.assemble import build_splits
 from radsight.data.sample import collate
 from radsight.data.sources.phantoms import PhantomChestXray
+from radsight.errors import ConfigError
 from radsight.methods import load_method
 from radsight.methods.supervised import SupervisedClassifier
+from radsight.train import stage_loaders
 
 
 def epochs_logged(run: Path) -> list[dict]:
@@ -132,3 +138,67 @@ def test_resume_without_an_earlier_run_is_a_clear_error(tmp_path, recipes_dir):
 def test_reusing_a_run_folder_needs_resume(trained_model, recipes_dir):
     result = run_cli("train", recipes_dir / "baseline_cpu.yaml", "--out", trained_model, expect=2)
     assert "already holds a run" in result.output
+
+
+def _splits_and_method(stages: list[dict], method_class=SupervisedClassifier):
+    data = DataConfig(
+        sources=[SourceSpec(name="phantom", options={"n": 60, "size": [32, 32], "seed": 2})],
+        labels=["nodule", "opacity"],
+        image_size=(32, 32),
+        batch_size=8,
+        budget=2,
+    )
+    method = method_class(["nodule", "opacity"], "multilabel", {"backbone": "tiny_cnn"}, stages)
+    return build_splits(data, seed=0), method
+
+
+def test_a_stage_without_a_data_section_keeps_the_labelled_loaders():
+    splits, method = _splits_and_method([{"name": "classify"}])
+    train_loader, val_loader = stage_loaders(method, splits, "classify")
+    assert train_loader.dataset is splits.train and val_loader.dataset is splits.val
+    assert isinstance(train_loader.sampler, RandomSampler)
+    assert isinstance(val_loader.sampler, SequentialSampler)
+    assert train_loader.batch_size == val_loader.batch_size == 8
+
+
+def test_a_stage_on_the_unlabelled_pool_sees_the_pools_images():
+    splits, method = _splits_and_method(
+        [{"name": "classify"}, {"name": "linear", "data": {"pool": "unlabelled"}}]
+    )
+    train_loader, val_loader = stage_loaders(method, splits, "linear")
+    batches = list(train_loader)
+    seen = sorted(meta.extra["index"] for batch in batches for meta in batch.meta)
+    assert seen == splits.train_split and len(seen) > len(splits.indices["train"])
+    assert all(batch.labels is None for batch in batches)
+    assert val_loader.dataset is splits.val
+    with pytest.raises(ValueError, match="needs labels"):
+        method.compute_loss(batches[0])  # the supervised baseline cannot learn from that pool
+
+
+class PretextFirst(SupervisedClassifier):
+    """A method whose ``linear`` stage trains on the unlabelled pool unless its recipe says otherwise."""
+
+    stage_data_defaults: ClassVar[dict[str, StageData]] = {
+        "linear": StageData(pool="unlabelled", augment=False)
+    }
+
+
+def test_a_method_declares_a_default_pool_per_stage_and_a_recipe_overrides_it():
+    splits, method = _splits_and_method([{"name": "linear"}, {"name": "classify"}], PretextFirst)
+    assert method.stage_data("linear") == StageData(pool="unlabelled", augment=False)
+    assert stage_loaders(method, splits, "classify")[0].dataset is splits.train
+    assert len(stage_loaders(method, splits, "linear")[0].dataset) == len(splits.train_split)
+    _, chosen = _splits_and_method([{"name": "linear", "data": {"pool": "labelled"}}], PretextFirst)
+    assert chosen.stage_data("linear") == StageData(pool="labelled")
+    assert stage_loaders(chosen, splits, "linear")[0].dataset is splits.train
+
+
+def test_an_unknown_pool_names_the_stage_key():
+    with pytest.raises(ConfigError, match=r"stages\.0\.data\.pool"):
+        parse_recipe(
+            {
+                "name": "x",
+                "data": {"sources": [{"name": "phantom"}], "labels": ["nodule"]},
+                "stages": [{"name": "classify", "data": {"pool": "everything"}}],
+            }
+        )

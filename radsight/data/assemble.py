@@ -1,5 +1,6 @@
 """Turn a recipe's data section into train/val/test datasets: sources joined, labels mapped by name,
-patient-level splits, an optional label budget, and the transform pipeline."""
+patient-level splits, an optional label budget, the pools of training images a stage can choose
+(labelled, unlabelled, annotated), and the transform pipeline."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
+from torchvision.transforms import v2
 
-from radsight.config import DataConfig, SourceSpec
+from radsight.config import DataConfig, Pool, SourceSpec
 from radsight.data.sample import Sample
 from radsight.data.sources import source_class
 from radsight.data.splits import label_budget_subsets, patient_split
@@ -111,6 +113,11 @@ class LabelledUnion(Dataset):
             [np.stack([self._remap(k, row) for row in s.label_matrix]) for k, s in enumerate(self.sources)]
         )
 
+    @property
+    def annotated(self) -> np.ndarray:
+        """Per image, whether it carries boxes, masks or gaze (each source says, without reading images)."""
+        return np.concatenate([np.asarray(s.annotated, dtype=bool) for s in self.sources])
+
     def __getitem__(self, index: int) -> Sample | None:
         k, i = self._index[index]
         sample = self.sources[k][i]
@@ -122,9 +129,29 @@ class LabelledUnion(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
+def without_annotations(sample: Sample) -> Sample:
+    """The image alone: labels go, and so do the boxes, masks, gaze, report and token ids that name or
+    imply them (a phantom's per-class masks, a report the labels were mined from)."""
+    return Sample(image=sample.image, meta=sample.meta)
+
+
+def _train_transform(data: DataConfig, augment: bool) -> Callable[[Sample], Sample]:
+    return build_transforms(
+        data.image_size,
+        train=True,
+        augment=augment,
+        gaze_sigma_fraction=data.gaze_sigma_fraction,
+        pseudo_gaze=data.pseudo_gaze,
+    )
+
+
 @dataclass
 class DataSplits:
-    """Train/val/test views of one union, plus the indices that define them (saved with the run)."""
+    """Train/val/test views of one union, plus the indices that define them (saved with the run).
+
+    ``train`` is the labelled pool; :meth:`pool` gives the others. ``train_split`` is every image of
+    the training split, the ones a label budget left out included (the unlabelled pool).
+    """
 
     train: Dataset
     val: Dataset
@@ -132,6 +159,30 @@ class DataSplits:
     label_names: list[str]
     indices: dict[str, list[int]]
     patients: dict[str, list[str]]
+    union: LabelledUnion
+    train_split: list[int]
+    data: DataConfig
+
+    def pool(self, name: Pool, augment: bool | None = None) -> Dataset:
+        """The training images of one pool under the training pipeline (``augment`` None: the recipe's).
+
+        The unlabelled pool never shows a label or any other annotation; the annotated pool is the
+        labelled images that carry boxes, masks or gaze, so it spends no label beyond the budget.
+        """
+        augment = self.data.augment if augment is None else augment
+        if name == "labelled" and augment == self.data.augment:
+            return self.train
+        transform = _train_transform(self.data, augment)
+        if name == "labelled":
+            return Subset(self.union.with_transform(transform), self.indices["train"])
+        if name == "unlabelled":
+            stripped = self.union.with_transform(v2.Compose([without_annotations, transform]))
+            return Subset(stripped, self.train_split)
+        annotated = self.union.annotated
+        index = [i for i in self.indices["train"] if annotated[i]]
+        if not index:
+            raise DataError(None, "pool 'annotated': no labelled training image carries boxes, masks or gaze")
+        return Subset(self.union.with_transform(transform), index)
 
 
 def build_splits(data: DataConfig, seed: int) -> DataSplits:
@@ -148,15 +199,7 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
     for name, index in (("train", train_index), ("val", split["val"]), ("test", split["test"])):
         if len(index) == 0 and (name != "val" or data.split[1] > 0):
             raise DataError(None, f"the {name} split is empty: the dataset has {len(union)} images")
-    train_view = union.with_transform(
-        build_transforms(
-            data.image_size,
-            train=True,
-            augment=data.augment,
-            gaze_sigma_fraction=data.gaze_sigma_fraction,
-            pseudo_gaze=data.pseudo_gaze,
-        )
-    )
+    train_view = union.with_transform(_train_transform(data, data.augment))
     eval_view = union.with_transform(
         build_transforms(
             data.image_size,
@@ -184,6 +227,9 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
         label_names=list(data.labels),
         indices=indices,
         patients={name: sorted({patient_ids[i] for i in index}) for name, index in indices.items()},
+        union=union,
+        train_split=list(map(int, split["train"])),
+        data=data,
     )
 
 

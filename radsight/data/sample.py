@@ -7,6 +7,7 @@ missing label, mask or gaze map can never be mistaken for a negative one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ class Sample:
     - ``masks``: named H x W bool masks in the frame of ``image`` (lesions, lungs...).
     - ``fixations``: N x 3 float, (x, y, duration in seconds) in pixels of ``image``.
     - ``report``: free text written about the image.
+    - ``token_ids``: 1-D int64 token ids (e.g. the tokenised report), for methods that read or write text.
     """
 
     image: Tensor
@@ -50,6 +52,7 @@ class Sample:
     fixations: Tensor | None = None
     report: str | None = None
     gaze_map: Tensor | None = None
+    token_ids: Tensor | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -67,6 +70,8 @@ class Batch:
     Images must share a size (transforms ensure it). Labels of samples without labels become NaN rows;
     gaze maps and named masks are stacked with NaN for samples that lack them, and a bool vector says
     which rows are real. Variable-length annotations stay per-sample lists with ``None`` for absent.
+    Token ids are padded to the longest sequence with the pad id: ``token_mask`` marks the real tokens
+    (an attention mask) and ``token_valid`` the samples that have token ids at all.
     """
 
     images: Tensor
@@ -80,6 +85,9 @@ class Batch:
     fixations: list[Tensor | None]
     reports: list[str | None]
     meta: list[SampleMeta]
+    token_ids: Tensor | None = None
+    token_mask: Tensor | None = None
+    token_valid: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -98,6 +106,9 @@ class Batch:
             mask_valid={k: v.to(device) for k, v in self.mask_valid.items()},
             gaze_maps=move(self.gaze_maps),
             gaze_valid=move(self.gaze_valid),
+            token_ids=move(self.token_ids),
+            token_mask=move(self.token_mask),
+            token_valid=move(self.token_valid),
         )
 
 
@@ -116,10 +127,32 @@ def _stack_optional(items: list[Tensor | None], like: Tensor) -> tuple[Tensor | 
     return stacked, valid
 
 
-def collate(items: list[Sample | None]) -> Batch:
+def _pad_tokens(
+    items: list[Tensor | None], pad_id: int
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Token ids padded to B x L with ``pad_id``, the B x L mask of real tokens and the B flags of
+    samples that have ids; three Nones when no sample has any."""
+    present = [t for t in items if t is not None]
+    if not present:
+        return None, None, None
+    for t in present:
+        if t.ndim != 1 or t.dtype != torch.int64:
+            raise ValueError(f"token ids must be a 1-D int64 tensor, got {t.dtype} of shape {tuple(t.shape)}")
+    length = max(len(t) for t in present)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.int64)
+    mask = torch.zeros((len(items), length), dtype=torch.bool)
+    for row, t in enumerate(items):
+        if t is not None:
+            ids[row, : len(t)] = t
+            mask[row, : len(t)] = True
+    return ids, mask, torch.tensor([t is not None for t in items], dtype=torch.bool)
+
+
+def collate(items: list[Sample | None], pad_id: int = 0) -> Batch:
     """Stack samples into a Batch, keeping absent annotations absent (NaN plus a validity flag).
 
     ``None`` items are bad files a source skipped (``on_bad_file="skip"``); they are dropped here.
+    ``pad_id`` fills token ids beyond each sequence's end (the tokenizer's padding token).
     """
     samples = [s for s in items if s is not None]
     if not samples:
@@ -145,6 +178,7 @@ def collate(items: list[Sample | None]) -> Batch:
         assert stacked is not None and valid is not None
         masks[name], mask_valid[name] = stacked, valid
     gaze_maps, gaze_valid = _stack_optional([s.gaze_map for s in samples], images)
+    token_ids, token_mask, token_valid = _pad_tokens([s.token_ids for s in samples], pad_id)
     return Batch(
         images=images,
         labels=labels,
@@ -157,17 +191,22 @@ def collate(items: list[Sample | None]) -> Batch:
         fixations=[s.fixations for s in samples],
         reports=[s.report for s in samples],
         meta=[s.meta for s in samples],
+        token_ids=token_ids,
+        token_mask=token_mask,
+        token_valid=token_valid,
     )
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0, pad_id: int = 0
+) -> DataLoader:
     """A loader of :class:`Batch` (absent annotations stay absent), used by training and evaluation."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=partial(collate, pad_id=pad_id),
         persistent_workers=num_workers > 0,
         drop_last=False,
     )

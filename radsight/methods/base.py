@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
-from radsight.config import StageConfig
+from radsight.config import StageConfig, StageData
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 
@@ -29,11 +29,13 @@ class Prediction:
     - ``maps``: maps the method produces natively, name -> B x K x h x w (e.g. "saliency", "gaze").
     - ``regions``: per image, N x 4 xyxy boxes in input pixels that the method chose to look at
       (e.g. GLAM's patches), drawn on overlays; None when the method has no such regions.
+    - ``text``: per image, the text the method wrote (e.g. a report); None when it writes none.
     """
 
     probs: Tensor
     maps: dict[str, Tensor] | None = None
     regions: list[Tensor] | None = None
+    text: list[str] | None = None
 
 
 class Method(L.LightningModule):
@@ -41,6 +43,9 @@ class Method(L.LightningModule):
 
     stage_names: ClassVar[tuple[str, ...]] = ()
     options_class: ClassVar[type[BaseModel]]
+    stage_data_defaults: ClassVar[dict[str, StageData]] = {}
+    """The data a stage trains on when its recipe entry has no ``data`` section (e.g. a pretext stage on
+    the unlabelled pool); a stage not listed trains on the labelled pool."""
 
     def __init__(
         self,
@@ -87,6 +92,11 @@ class Method(L.LightningModule):
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------
+    def stage_data(self, stage: str) -> StageData:
+        """What ``stage`` trains on: the recipe's ``data`` section, else the method's default."""
+        chosen = self.stages[stage].data
+        return chosen if chosen is not None else self.stage_data_defaults.get(stage, StageData())
+
     def set_stage(self, stage: str) -> None:
         if stage not in self.stages:
             raise ConfigError(f"stage {stage!r} is not in this recipe's stages {list(self.stages)}")

@@ -186,6 +186,19 @@ class SourceDataset(Dataset):
         nan = np.full(len(self.label_names), np.nan, dtype=np.float32)
         return np.stack([nan if r.labels is None else r.labels.astype(np.float32) for r in self.records])
 
+    @property
+    def annotated(self) -> np.ndarray:
+        """Per image, whether it carries boxes, masks or gaze (read from the index, no image is read)."""
+        return np.array([self.has_annotation(r) for r in self.records], dtype=bool)
+
+    def has_annotation(self, record: Record) -> bool:
+        """Whether a record's sample will carry a box, a mask or a fixation."""
+        return bool(
+            (record.boxes is not None and len(record.boxes))
+            or record.mask_paths
+            or (record.fixations is not None and len(record.fixations))
+        )
+
     def __getitem__(self, index: int) -> Sample | None:
         record = self.records[index]
         try:

@@ -138,6 +138,9 @@ class CBISDDSM(SourceDataset):
             raise DataError(found[0].parent, f"{where}: {len(found)} images where one full mammogram belongs")
         return found[0]
 
+    def has_annotation(self, record: Record) -> bool:
+        return bool(record.extra["rois"]) or super().has_annotation(record)
+
     def load(self, record: Record) -> Sample:
         """The view, with each class mask the union of its ROI masks (chosen by the view's size)."""
         sample = super().load(record)

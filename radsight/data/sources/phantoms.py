@@ -108,6 +108,11 @@ class PhantomDataset(Dataset):
         """N x C labels (never NaN: the phantom knows every label), computed without rendering."""
         return self._labels.copy()
 
+    @property
+    def annotated(self) -> np.ndarray:
+        """Every phantom carries masks (per class, and its anatomy's)."""
+        return np.ones(self.n, dtype=bool)
+
     def patient_id(self, index: int) -> str:
         return f"phantom-{index // self.images_per_patient:04d}"
 
