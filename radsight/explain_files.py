@@ -19,8 +19,7 @@ from radsight.checkpoints import write_json
 from radsight.explain.cam import explain
 from radsight.explain.faithfulness import deletion_curve, insertion_curve
 from radsight.explain.overlay import save_grid
-from radsight.infer import FileInput
-from radsight.methods import load_method
+from radsight.infer import LoadedModel, infer
 
 
 def explain_files(
@@ -28,17 +27,16 @@ def explain_files(
 ) -> dict[str, Any]:
     """Write ``<stem>.explain.png`` (one column per method) per file and ``explain.json`` (the top class,
     its probability, and per method the deletion and insertion AUC, per file and averaged)."""
-    method, recipe = load_method(model_dir)
-    classifier = method.classifier()
-    activation = "sigmoid" if recipe.task == "multilabel" else "softmax"
-    inputs = FileInput.read_all(files, recipe)
+    model = LoadedModel.load(model_dir)
+    classifier = model.method.classifier()
+    activation = "sigmoid" if model.recipe.task == "multilabel" else "softmax"
+    inputs = [model.prepare(path) for path in files]  # a bad file stops the run before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for item in track(inputs, description="explaining"):
-        images = item.batch.images
-        with torch.inference_mode():
-            probs = method.predict(item.batch).probs[0].float()
-        target = int(probs.argmax())
+        prediction = infer(model, item, with_map=False)
+        images = item.batch.images.to(model.method.device)
+        probs, target = prediction.probs, prediction.top
         scores, pictures = {}, []
         for how in methods:
             heat = explain(classifier, images, method=how, targets=[target])
@@ -51,15 +49,15 @@ def explain_files(
                 )
             scores[how] = {"deletion_auc": float(deletion.auc[0]), "insertion_auc": float(insertion.auc[0])}
             title = (
-                f"{how} ({method.label_names[target]} {float(probs[target]):.2f}): "
+                f"{how} ({prediction.top_label} {float(probs[target]):.2f}): "
                 f"del {scores[how]['deletion_auc']:.2f} ins {scores[how]['insertion_auc']:.2f}"
             )
-            pictures.append(item.draw(item.map_to_file(heat[0]), title))
-        picture = save_grid([pictures], out_dir / f"{item.path.stem}.explain.png")
+            pictures.append(item.draw(item.geometry.map_to_original(heat[0]), title))
+        picture = save_grid([pictures], out_dir / f"{Path(item.name).stem}.explain.png")
         rows.append(
             {
-                "path": str(item.path),
-                "target": method.label_names[target],
+                "path": item.name,
+                "target": prediction.top_label,
                 "probability": float(probs[target]),
                 "picture": picture.name,
                 "methods": scores,

@@ -1,12 +1,14 @@
-"""The one path from a file to the model's frame and back to the file's own pixels.
+"""The one inference core: a file (a path, or its bytes) through the recipe's evaluation pipeline into the
+model, and the prediction back in the file's own pixels.
 
-Prediction, explanation and every later product feature (ONNX, DICOM out, PACS, the web viewer) read
-files through here, so that a file is prepared exactly as the recipe prepared its training images.
+It writes nothing. ``radsight predict`` and ``radsight explain`` write on top of it, and so will every
+later product feature (a web service, a PACS client, DICOM output). Files are read and prepared by the
+same :class:`~radsight.data.assemble.EvaluationPipeline` that builds the evaluated datasets, so a file
+reaches the model exactly as the recipe's own images of that source did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +17,13 @@ import torch
 from torch import Tensor
 
 from radsight.config import Recipe
-from radsight.data.assemble import aligns_breasts
-from radsight.data.image_io import read_image
+from radsight.data.assemble import EvaluationPipeline, SourceReading, evaluation_pipeline
+from radsight.data.image_io import DicomIdentity, ImageInfo, read_image
 from radsight.data.sample import Batch, Sample, SampleMeta, collate
-from radsight.data.transforms import BREAST_FLIPPED_KEY, LETTERBOX_KEY, AlignBreast, Letterbox, LetterboxInfo
+from radsight.data.transforms import Geometry
+from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay
+from radsight.methods import Method, load_method
 
 # Overlays are drawn at the file's resolution up to this many pixels on the long side (a full mammogram
 # at 2944 x 1920 keeps its resolution; larger detector images are shrunk to stay viewable).
@@ -27,50 +31,58 @@ MAX_OVERLAY_SIDE = 4096
 
 
 @dataclass
-class FileInput:
-    """One file as the model sees it (a batch of one), and the way back to the file's own pixels.
+class LoadedModel:
+    """A trained model held for repeated inference: the method, its recipe, and how files are read.
 
-    The recipe's geometry is replayed: its letterbox, and, when the recipe aligned breasts
-    (``align_breast``), the same alignment, so maps and boxes are mirrored back onto the file as stored.
+    ``source`` names the recipe source whose files the inputs resemble; it is needed only when the
+    recipe's sources read files differently (see :meth:`EvaluationPipeline.reading`).
     """
 
-    path: Path
-    image: Tensor  # 1 x H x W, the file as read
-    batch: Batch
-    letterbox: LetterboxInfo
-    mirrored: bool
+    method: Method
+    recipe: Recipe
+    pipeline: EvaluationPipeline
+    reading: SourceReading
 
     @classmethod
-    def read_all(cls, files: Sequence[Path], recipe: Recipe) -> list[FileInput]:
-        """Read every file first, so a bad one stops the run with its name before any work is done."""
-        read = [(path, *read_image(path)) for path in files]
-        letterbox = Letterbox(tuple(recipe.data.image_size))
-        align = any(aligns_breasts(spec) for spec in recipe.data.sources)
-        inputs = []
-        for path, image, info in read:
-            meta = SampleMeta(
-                source="file", path=str(path), patient_id=path.stem, original_size=info.original_size
-            )
-            sample = Sample(image=image, meta=meta)
-            if align:
-                sample = AlignBreast()(sample)
-            mirrored = bool(sample.meta.extra.get(BREAST_FLIPPED_KEY, False))
-            sample = letterbox(sample)
-            inputs.append(cls(path, image, collate([sample]), sample.meta.extra[LETTERBOX_KEY], mirrored))
-        return inputs
+    def from_method(cls, method: Method, recipe: Recipe, source: str | None = None) -> LoadedModel:
+        pipeline = evaluation_pipeline(recipe.data)
+        return cls(method, recipe, pipeline, pipeline.reading(source))
 
-    def map_to_file(self, heat: Tensor) -> Tensor:
-        """An ``H x W`` map in the model's frame, on the file's pixel grid."""
-        heat = self.letterbox.to_original_map(heat[None].float().cpu())[0]
-        return heat.flip(-1) if self.mirrored else heat
+    @classmethod
+    def load(cls, model_dir: str | Path, source: str | None = None) -> LoadedModel:
+        """Load a run folder's export once (``model.safetensors`` + ``config.json``)."""
+        method, recipe = load_method(model_dir)
+        return cls.from_method(method, recipe, source)
 
-    def boxes_to_file(self, boxes: Tensor) -> Tensor:
-        """``N x 4`` xyxy boxes in the model's frame, in the file's pixels."""
-        boxes = self.letterbox.to_original_coords(boxes.float().cpu())
-        if not self.mirrored:
-            return boxes
-        width = self.image.shape[-1]
-        return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+    @property
+    def label_names(self) -> list[str]:
+        return self.method.label_names
+
+    def prepare(self, file: str | Path | bytes, *, name: str | None = None) -> PreparedFile:
+        """Read one file and build the model's input from it; a bad file is a DataError naming it."""
+        label = name or ("<bytes>" if isinstance(file, bytes | bytearray | memoryview) else str(file))
+        image, info = read_image(file, name=label, **self.reading.read_options)
+        meta = SampleMeta(
+            source="file",
+            path=label,
+            patient_id=Path(label).stem,
+            original_size=info.original_size,
+            pixel_spacing=info.pixel_spacing,
+            extra={"bits_stored": info.bits_stored},
+        )
+        sample = self.pipeline.model_input(Sample(image=image, meta=meta), self.reading)
+        return PreparedFile(label, image, info, collate([sample]), Geometry.of(sample))
+
+
+@dataclass
+class PreparedFile:
+    """One file as read, the model's input built from it (a batch of one), and the way back."""
+
+    name: str
+    image: Tensor  # 1 x H x W, the file as read
+    info: ImageInfo
+    batch: Batch
+    geometry: Geometry
 
     def draw(self, heat: Tensor, title: str, regions: Tensor | None = None) -> np.ndarray:
         """The file with a map in its own pixels (and ``regions`` outlined), at most MAX_OVERLAY_SIDE."""
@@ -83,6 +95,79 @@ class FileInput:
             box_labels=None if regions is None else ["region"] * len(regions),
             title=title,
         )
+
+
+@dataclass
+class FilePrediction:
+    """What the model says about one file, in the file's own pixels.
+
+    ``map`` explains the top label (``map_method``: "native" for the method's own map, else an
+    explanation method); ``regions`` are the places the method chose to look at (e.g. GLAM's patches)
+    as xyxy boxes; both are None when not asked for or not produced.
+    """
+
+    file: PreparedFile
+    label_names: list[str]
+    probs: Tensor  # C probabilities
+    map_method: str | None
+    map: Tensor | None  # H x W
+    regions: Tensor | None  # N x 4
+
+    @property
+    def top(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def top_label(self) -> str:
+        return self.label_names[self.top]
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return {name: float(p) for name, p in zip(self.label_names, self.probs, strict=True)}
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.file.geometry.original_size
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the breast was mirrored for the model (``align_breast``)."""
+        return self.file.geometry.mirrored
+
+    @property
+    def dicom(self) -> DicomIdentity | None:
+        return self.file.info.dicom
+
+
+def infer(
+    model: LoadedModel,
+    file: str | Path | bytes | PreparedFile,
+    *,
+    name: str | None = None,
+    how: str | None = None,
+    with_map: bool = True,
+) -> FilePrediction:
+    """Predict one file (a path, its bytes named by ``name``, or a file already prepared).
+
+    ``how`` makes the map: "native" for the method's own map, else an explanation method of
+    :func:`radsight.explain.cam.explain` (default: the recipe's ``evaluation.explain``); with
+    ``with_map=False`` no map is made.
+    """
+    item = file if isinstance(file, PreparedFile) else model.prepare(file, name=name)
+    method = model.method
+    batch = item.batch.to(method.device)
+    with torch.inference_mode():
+        prediction = method.predict(batch)
+    probs = prediction.probs[0].float().cpu()
+    how = (how or model.recipe.evaluation.explain) if with_map else None
+    heat = None
+    if how is not None:
+        explained = explain(method.classifier(), batch.images, method=how, targets=[int(probs.argmax())])
+        heat = item.geometry.map_to_original(explained[0])
+    regions = None
+    if prediction.regions is not None and len(prediction.regions[0]):
+        regions = item.geometry.boxes_to_original(prediction.regions[0])
+    return FilePrediction(item, list(method.label_names), probs, how, heat, regions)
 
 
 def _fit(plane: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from radsight.config import SourceSpec
 from radsight.data.assemble import build_source
 from radsight.data.sources.nyu_mammo import NYUMammo
 from radsight.data.sources.phantoms_mammo import PhantomMammogram
-from radsight.data.transforms import BREAST_FLIPPED_KEY, AlignBreast
+from radsight.data.transforms import AlignBreast, Geometry
 from radsight.errors import ConfigError
 
 SIZE = (256, 192)
@@ -93,7 +93,7 @@ def test_alignment_makes_every_breast_face_right_with_its_annotations(phantoms: 
         raw = phantoms[index]
         aligned = align(raw)
         flipped = raw.meta.extra["laterality"] == "R"
-        assert aligned.meta.extra[BREAST_FLIPPED_KEY] == flipped
+        assert Geometry.of(aligned).mirrored == flipped
         assert chest_wall_on_left(aligned.image)
         expected = raw.image.flip(-1) if flipped else raw.image
         assert torch.equal(aligned.image, expected)
@@ -118,10 +118,10 @@ def test_alignment_on_nyu_views(data_root: Path) -> None:
     cropped = NYUMammo(root)
     for index in range(len(cropped)):
         sample = align(cropped[index])
-        assert sample.meta.extra[BREAST_FLIPPED_KEY] is False
+        assert Geometry.of(sample).mirrored is False
     original = NYUMammo(root, cropped=False)
     for index in range(len(original)):
         sample = original[index]
         aligned = align(sample)
-        assert aligned.meta.extra[BREAST_FLIPPED_KEY] == (sample.meta.extra["laterality"] == "R")
+        assert Geometry.of(aligned).mirrored == (sample.meta.extra["laterality"] == "R")
         assert chest_wall_on_left(aligned.image)

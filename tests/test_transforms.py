@@ -1,4 +1,5 @@
-"""Transforms move image, boxes, masks and fixations together, and letterboxing can be undone."""
+"""Transforms move image, boxes, masks and fixations together, and the geometry record undoes
+letterboxing and mirroring."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import torch
 
 from radsight.data.sample import Sample, SampleMeta
 from radsight.data.transforms import (
-    LETTERBOX_KEY,
+    AlignBreast,
     CenterCrop,
     GazeMap,
+    Geometry,
     HorizontalFlip,
     Letterbox,
-    LetterboxInfo,
     Pad,
     RandomAffine,
     RandomCrop,
@@ -20,7 +21,7 @@ from radsight.data.transforms import (
     Resize,
     build_transforms,
 )
-from radsight.errors import DataError
+from radsight.errors import ConfigError, DataError
 
 
 def _sample(height: int = 60, width: int = 80, channels: int = 1) -> Sample:
@@ -125,18 +126,62 @@ def test_letterbox_keeps_aspect_and_maps_back() -> None:
     ramp = torch.linspace(0, 1, 120).expand(60, 120)
     sample = sample.replace(image=ramp[None].clone(), masks=None)
     out = Letterbox((96, 96))(sample)
-    info = out.meta.extra[LETTERBOX_KEY]
-    assert isinstance(info, LetterboxInfo)
-    assert out.size == (96, 96)
-    assert (info.scale_x, info.scale_y, info.left, info.top) == (0.8, 0.8, 0, 24)
+    info = out.meta.geometry
+    assert info == Geometry((60, 120), (96, 96), scale_x=0.8, scale_y=0.8, left=0, top=24)
     assert out.image[0, :24].abs().max() == 0 and out.image[0, -24:].abs().max() == 0  # the padding
-    assert torch.allclose(info.to_original_coords(out.boxes), sample.boxes, atol=1e-4)
-    assert torch.allclose(info.to_original_coords(out.fixations[:, :2]), sample.fixations[:, :2], atol=1e-4)
-    back = info.to_original_map(out.image[0])
+    assert torch.allclose(info.boxes_to_original(out.boxes), sample.boxes, atol=1e-4)
+    assert torch.allclose(info.points_to_original(out.fixations[:, :2]), sample.fixations[:, :2], atol=1e-4)
+    back = info.map_to_original(out.image[0])
     assert back.shape == (60, 120)
     assert torch.allclose(back[:, 2:-2], ramp[:, 2:-2], atol=0.02)
-    # Any later geometry invalidates the mapping, so it is removed rather than left stale.
-    assert LETTERBOX_KEY not in Resize((50, 50))(out).meta.extra
+    # Any later geometry the record cannot express invalidates it rather than leaving it stale.
+    stale = Resize((50, 50))(out).meta.geometry
+    assert not stale.invertible
+    with pytest.raises(ConfigError, match="cannot be mapped back"):
+        stale.boxes_to_original(out.boxes)
+
+
+def test_geometry_record_of_alignment_and_letterbox_by_hand() -> None:
+    # A 40 x 100 file whose bright half is on the right: alignment mirrors it, the letterbox to 64 x 64
+    # scales by 0.64 (100 -> 64 columns, 40 -> 25.6 -> 26 rows) and pads 19 rows on top.
+    image = torch.zeros(1, 40, 100)
+    image[0, :, 60:] = 0.9
+    box = torch.tensor([[70.0, 10.0, 90.0, 30.0]])  # in the file's pixels
+    sample = Sample(
+        image=image,
+        meta=SampleMeta(source="test", path="mem://m", patient_id="p"),
+        boxes=box,
+        box_labels=["a"],
+    )
+    out = Letterbox((64, 64))(AlignBreast()(sample))
+    geometry = out.meta.geometry
+    assert geometry.mirrored and geometry.original_size == (40, 100) and geometry.size == (64, 64)
+    assert (geometry.scale_x, geometry.scale_y, geometry.left, geometry.top) == (0.64, 0.65, 0, 19)
+    # mirrored: x -> 100 - x, so the box spans 10..30, then x * 0.64 and y * 0.65 + 19
+    assert torch.allclose(out.boxes, torch.tensor([[6.4, 25.5, 19.2, 38.5]]))
+    assert torch.allclose(geometry.boxes_to_original(out.boxes), box, atol=1e-4)
+    assert torch.allclose(
+        geometry.points_to_original(torch.tensor([[6.4, 25.5]])), torch.tensor([[90.0, 10.0]])
+    )
+    # a map marking the box in the model's frame comes back on the box in the file's frame
+    heat = torch.zeros(64, 64)
+    heat[26:38, 7:19] = 1.0
+    back = geometry.map_to_original(heat)
+    assert back.shape == (40, 100)
+    assert float(back[20, 80]) == 1.0 and float(back[20, 20]) == 0.0
+
+
+def test_flip_after_letterbox_is_recorded_exactly() -> None:
+    # Uneven padding (9 columns left, 10 right) still maps back when the mirror comes last.
+    sample = _sample(87, 61).replace(masks=None, fixations=None)
+    out = HorizontalFlip(p=1.0)(Letterbox((64, 64))(sample))
+    geometry = out.meta.geometry
+    assert geometry.mirrored and geometry.invertible and geometry.left == pytest.approx(10)
+    assert torch.allclose(geometry.boxes_to_original(out.boxes), sample.boxes, atol=1e-4)
+    ramp = torch.linspace(0, 1, 61).expand(87, 61)
+    flipped = HorizontalFlip(p=1.0)(Letterbox((64, 64))(sample.replace(image=ramp[None].clone())))
+    back = flipped.meta.geometry.map_to_original(flipped.image[0])
+    assert torch.allclose(back[:, 3:-3], ramp[:, 3:-3], atol=0.03)
 
 
 def test_intensity_changes_only_the_image() -> None:
@@ -175,4 +220,4 @@ def test_build_transforms_is_seeded_and_eval_is_letterbox_only() -> None:
     expected = Letterbox((64, 64))(sample)
     out = evaluate(sample)
     assert torch.equal(out.image, expected.image) and torch.equal(out.boxes, expected.boxes)
-    assert out.gaze_map is None and out.meta.extra[LETTERBOX_KEY] == expected.meta.extra[LETTERBOX_KEY]
+    assert out.gaze_map is None and out.meta.geometry == expected.meta.geometry

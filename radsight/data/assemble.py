@@ -1,6 +1,7 @@
 """Turn a recipe's data section into train/val/test datasets: sources joined, labels mapped by name,
 patient-level splits, an optional label budget, the pools of training images a stage can choose
-(labelled, unlabelled, annotated), and the transform pipeline."""
+(labelled, unlabelled, annotated), the transform pipeline; and the evaluation pipeline that evaluation
+and inference share, so a loose file is prepared exactly as the evaluated images."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torchvision.transforms import v2
 from radsight.config import DataConfig, Pool, SourceSpec
 from radsight.data.sample import Sample
 from radsight.data.sources import source_class
+from radsight.data.sources.base import SourceDataset, Transform
 from radsight.data.splits import label_budget_subsets, patient_split
 from radsight.data.transforms import AlignBreast, build_transforms
 from radsight.errors import ConfigError, DataError
@@ -31,26 +33,93 @@ ALIGN_BREAST = "align_breast"
 """Source option understood for every source: mirror mammograms so all breasts face the same way."""
 
 
-def aligns_breasts(spec: SourceSpec) -> bool:
-    """Whether a recipe's source entry asks for :class:`AlignBreast` (training and prediction agree)."""
-    return bool(spec.options.get(ALIGN_BREAST, False))
+@dataclass(frozen=True)
+class SourceReading:
+    """How one recipe source turns a file into a sample, before the transforms all sources share:
+    ``read_image``'s options (the source's own defaults included, e.g. NYU's bit depths) and whether
+    breasts are aligned (``align_breast``). Known from the recipe entry alone, without the data."""
+
+    name: str
+    read_options: dict[str, Any]
+    align_breast: bool
+
+    @classmethod
+    def of(cls, spec: SourceSpec) -> SourceReading:
+        source = source_class(spec.name)
+        read_options = source.read_options_for(spec.options) if issubclass(source, SourceDataset) else {}
+        return cls(spec.name, read_options, bool(spec.options.get(ALIGN_BREAST, False)))
+
+    def reads_like(self, other: SourceReading) -> bool:
+        """Whether a file comes out the same read by this source or by ``other``."""
+        return (self.read_options, self.align_breast) == (other.read_options, other.align_breast)
+
+    def alignment(self) -> Transform | None:
+        """The transform run on every sample as it is read: :class:`AlignBreast`, or nothing."""
+        return AlignBreast() if self.align_breast else None
 
 
-def build_source(spec: SourceSpec, on_bad_file: str = "raise") -> Any:
+@dataclass(frozen=True)
+class EvaluationPipeline:
+    """Everything between a file and the model's input at evaluation: per recipe source, how its files
+    are read and aligned, and for all sources the evaluation transform. ``build_splits`` builds its
+    evaluation view from it and ``radsight.infer`` prepares files with it."""
+
+    readings: tuple[SourceReading, ...]
+    transform: Transform
+
+    def reading(self, source: str | None = None) -> SourceReading:
+        """How a file from outside the datasets is read: as the recipe source named ``source`` reads its
+        files or, without a name, as every source of the recipe does; when the sources read differently
+        (other read options or alignment), the file's source must be named."""
+        chosen = [r for r in self.readings if source is None or r.name == source]
+        if not chosen:
+            names = [r.name for r in self.readings]
+            raise ConfigError(f"the recipe has no data source {source!r}; its sources are {names}")
+        if not all(r.reads_like(chosen[0]) for r in chosen):
+            described = "; ".join(
+                f"{r.name}: read options {r.read_options}, align_breast {r.align_breast}" for r in chosen
+            )
+            raise ConfigError(
+                f"the recipe's data sources read files differently ({described}): name the source "
+                "the files come from"
+            )
+        return chosen[0]
+
+    def model_input(self, sample: Sample, reading: SourceReading) -> Sample:
+        """A sample as ``reading``'s source read it, aligned and through the evaluation transform."""
+        align = reading.alignment()
+        return self.transform(align(sample) if align is not None else sample)
+
+
+def evaluation_pipeline(data: DataConfig) -> EvaluationPipeline:
+    """The recipe's evaluation pipeline (its transform is ``build_transforms(..., train=False)``)."""
+    transform = build_transforms(
+        data.image_size,
+        train=False,
+        augment=False,
+        gaze_sigma_fraction=data.gaze_sigma_fraction,
+        pseudo_gaze=data.pseudo_gaze,
+    )
+    return EvaluationPipeline(tuple(SourceReading.of(spec) for spec in data.sources), transform)
+
+
+def build_source(spec: SourceSpec, on_bad_file: str = "raise", reading: SourceReading | None = None) -> Any:
     """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
 
     ``${VAR}`` in the root and options was already read from the environment when the recipe loaded.
-    With ``align_breast: true`` the source's transform is :class:`AlignBreast`, run before any other.
+    The source reads its files with ``reading`` (default: the entry's own), whose alignment, when
+    ``align_breast: true``, is the source's transform, run before any other.
     """
     cls = source_class(spec.name)
+    reading = reading or SourceReading.of(spec)
     options = {key: value for key, value in spec.options.items() if key != ALIGN_BREAST}
-    if aligns_breasts(spec):
-        options["transform"] = AlignBreast()
+    if reading.align_breast:
+        options["transform"] = reading.alignment()
     if "root" not in inspect.signature(cls).parameters:
         return cls(**options)
     if spec.root is None:
         raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
-    return cls(Path(spec.root), on_bad_file=on_bad_file, **options)
+    return cls(Path(spec.root), on_bad_file=on_bad_file, **{**options, "read_options": reading.read_options})
 
 
 class LabelledUnion(Dataset):
@@ -185,9 +254,18 @@ class DataSplits:
         return Subset(self.union.with_transform(transform), index)
 
 
+def build_union(data: DataConfig, pipeline: EvaluationPipeline) -> LabelledUnion:
+    """The recipe's sources as one dataset, each reading its files as ``pipeline`` says, untransformed."""
+    sources = [
+        build_source(spec, data.on_bad_file, reading)
+        for spec, reading in zip(data.sources, pipeline.readings, strict=True)
+    ]
+    return LabelledUnion(sources, [spec.name for spec in data.sources], data.labels)
+
+
 def build_splits(data: DataConfig, seed: int) -> DataSplits:
-    sources = [build_source(spec, data.on_bad_file) for spec in data.sources]
-    union = LabelledUnion(sources, [spec.name for spec in data.sources], data.labels)
+    pipeline = evaluation_pipeline(data)
+    union = build_union(data, pipeline)
     labels = union.label_matrix
     patient_ids = union.patient_ids
     split = patient_split(patient_ids, fractions=data.split, seed=seed)
@@ -200,15 +278,7 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
         if len(index) == 0 and (name != "val" or data.split[1] > 0):
             raise DataError(None, f"the {name} split is empty: the dataset has {len(union)} images")
     train_view = union.with_transform(_train_transform(data, data.augment))
-    eval_view = union.with_transform(
-        build_transforms(
-            data.image_size,
-            train=False,
-            augment=False,
-            gaze_sigma_fraction=data.gaze_sigma_fraction,
-            pseudo_gaze=data.pseudo_gaze,
-        )
-    )
+    eval_view = union.with_transform(pipeline.transform)
     indices = {
         "train": train_index.tolist(),
         "val": list(map(int, split["val"])),

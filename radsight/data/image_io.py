@@ -3,12 +3,14 @@
 DICOM goes through pydicom (pylibjpeg decodes compressed transfer syntaxes): modality rescale, then the
 VOI LUT or window, then MONOCHROME1 inversion, so that air is always dark. PNG and JPEG go through
 Pillow: 8-bit, 16-bit (including 12-bit values stored in 16 bits) and RGB, which is reduced to gray.
+A file is read from its path, or from its bytes (an upload, a PACS transfer) with a name for errors.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +27,55 @@ _CONTAINER_DEPTHS = (10, 12, 14, 16)
 
 
 @dataclass(frozen=True)
+class DicomIdentity:
+    """Which study, series and instance a DICOM file is, so results can be filed back with it."""
+
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    patient_id: str | None
+    accession_number: str | None
+    modality: str | None
+    laterality: str | None
+    view_position: str | None
+
+
+@dataclass(frozen=True)
 class ImageInfo:
-    """Pixel-space facts about a file, kept in the Sample's meta."""
+    """Pixel-space facts about a file, kept in the Sample's meta; ``dicom`` is None for PNG/JPEG."""
 
     original_size: tuple[int, int]
     bits_stored: int
     pixel_spacing: tuple[float, float] | None = None
     photometric: str = "MONOCHROME2"
+    dicom: DicomIdentity | None = None
 
 
-def read_image(path: str | Path, bits_stored: int | None = None) -> tuple[Tensor, ImageInfo]:
+def read_image(
+    file: str | Path | bytes, bits_stored: int | None = None, *, name: str | None = None
+) -> tuple[Tensor, ImageInfo]:
     """Return a 1 x H x W float32 tensor in [0, 1] (dark = air) and the file's pixel-space facts.
 
-    ``bits_stored`` overrides the bit depth inferred for 16-bit PNGs (e.g. 12 for mammograms whose
-    brightest pixel is below 4095 in a particular image).
+    ``file`` is a path or the file's bytes; ``name`` names bytes in errors (its suffix ``.dcm`` marks
+    DICOM without a preamble). ``bits_stored`` overrides the bit depth inferred for 16-bit PNGs (e.g.
+    12 for mammograms whose brightest pixel is below 4095 in a particular image).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    if _is_dicom(path):
-        array, info = _read_dicom(path)
+    if isinstance(file, bytes | bytearray | memoryview):
+        label: str | Path = name or "<bytes>"
+        opened: Path | BytesIO = BytesIO(bytes(file))
+        dicom = _is_dicom(Path(label), opened.getvalue()[:132])
     else:
-        array, info = _read_pillow(path, bits_stored)
+        label = opened = Path(file)
+        if not opened.is_file():
+            raise DataError(label, "file not found")
+        dicom = _is_dicom(opened)
+    if dicom:
+        array, info = _read_dicom(opened, label)
+    else:
+        array, info = _read_pillow(opened, label, bits_stored)
     if not np.isfinite(array).all():
-        raise DataError(path, "image holds NaN or infinite pixel values")
+        raise DataError(label, "image holds NaN or infinite pixel values")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None], info
 
 
@@ -83,17 +110,21 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def _is_dicom(path: Path) -> bool:
+def _is_dicom(path: Path, head: bytes | None = None) -> bool:
+    """A DICOM suffix, or the DICM preamble in the first 132 bytes (``head``, else read from ``path``)."""
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
+    if head is None:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def _read_pillow(path: Path, bits_stored: int | None) -> tuple[np.ndarray, ImageInfo]:
+def _read_pillow(
+    file: Path | BytesIO, path: str | Path, bits_stored: int | None
+) -> tuple[np.ndarray, ImageInfo]:
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image.load()
             mode = image.mode
             if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
@@ -122,13 +153,13 @@ def _read_pillow(path: Path, bits_stored: int | None) -> tuple[np.ndarray, Image
     raise DataError(path, f"unsupported pixel mode {mode!r}")
 
 
-def _dicom_pixels(path: Path) -> tuple[Any, np.ndarray]:
-    """The dataset and its one grayscale frame as stored (no LUT applied), or a DataError naming the file."""
+def _dicom_pixels(file: Path | BytesIO, path: str | Path) -> tuple[Any, np.ndarray]:
+    """The dataset and its one grayscale frame as stored (no LUT applied), or a DataError naming ``path``."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(file, force=isinstance(file, BytesIO))
     except InvalidDicomError:
         raise DataError(path, "not a DICOM file (no DICM preamble)") from None
     except (OSError, EOFError, ValueError) as error:
@@ -146,10 +177,10 @@ def _dicom_pixels(path: Path) -> tuple[Any, np.ndarray]:
     return dataset, pixels
 
 
-def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
+def _read_dicom(file: Path | BytesIO, path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    dataset, pixels = _dicom_pixels(path)
+    dataset, pixels = _dicom_pixels(file, path)
     values = apply_modality_lut(pixels, dataset).astype(np.float64)
     has_voi = "WindowCenter" in dataset or "VOILUTSequence" in dataset
     if has_voi:
@@ -169,8 +200,29 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, ImageInfo]:
         bits_stored=int(dataset.get("BitsStored", 16)),
         pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing and min(spacing) > 0 else None,
         photometric=photometric,
+        dicom=_dicom_identity(dataset),
     )
     return scaled.astype(np.float32), info
+
+
+def _dicom_identity(dataset: Any) -> DicomIdentity:
+    """The identifying attributes of an already parsed dataset (absent ones None)."""
+
+    def text(keyword: str) -> str | None:
+        value = dataset.get(keyword)
+        return (str(value).strip() or None) if value is not None else None
+
+    return DicomIdentity(
+        study_instance_uid=text("StudyInstanceUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        patient_id=text("PatientID"),
+        accession_number=text("AccessionNumber"),
+        modality=text("Modality"),
+        laterality=text("ImageLaterality") or text("Laterality"),
+        view_position=text("ViewPosition"),
+    )
 
 
 def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) -> Tensor:
@@ -183,7 +235,7 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     if not path.is_file():
         raise DataError(path, "mask file not found")
     if _is_dicom(path):
-        array = _dicom_pixels(path)[1]
+        array = _dicom_pixels(path, path)[1]
     else:
         try:
             with Image.open(path) as image:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -16,10 +16,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from radsight.errors import DataError
 
+if TYPE_CHECKING:
+    from radsight.data.transforms import Geometry
+
 
 @dataclass
 class SampleMeta:
-    """Where a sample came from; ``original_size`` is (height, width) of the file as stored."""
+    """Where a sample came from; ``original_size`` is (height, width) of the file as stored, and
+    ``geometry`` how the image maps back onto it (None: the image is the file as stored)."""
 
     source: str
     path: str
@@ -28,6 +32,7 @@ class SampleMeta:
     original_size: tuple[int, int] | None = None
     pixel_spacing: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    geometry: Geometry | None = None
 
 
 @dataclass

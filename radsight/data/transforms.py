@@ -8,6 +8,9 @@ After each geometric step, boxes are clipped to the image and dropped with their
 or shorter than one pixel; fixations outside the image are dropped. Randomness comes from torch's
 global generator, so ``torch.manual_seed`` (and DataLoader worker seeding) makes it reproducible.
 ``GazeMap`` turns the fixations into ``sample.gaze_map``; put it after the geometry.
+
+``sample.meta.geometry`` (a :class:`Geometry`) records how the image maps back to the file as stored,
+so maps and boxes predicted in the model's frame can be drawn on the file.
 """
 
 from __future__ import annotations
@@ -27,13 +30,90 @@ from torchvision.transforms.v2 import functional as F
 from radsight.data.gaze import fixations_to_map
 from radsight.data.pseudo_gaze import PseudoGaze
 from radsight.data.sample import Sample
-from radsight.errors import DataError
+from radsight.errors import ConfigError, DataError
 
 MIN_BOX_SIZE = 1.0
 """Boxes narrower or shorter than this many pixels after clipping are degenerate and dropped."""
 
-LETTERBOX_KEY = "letterbox"
-"""Key of ``sample.meta.extra`` holding the ``LetterboxInfo`` of the latest letterbox."""
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the current image relates to the file as stored, for the axis-aligned steps of evaluation.
+
+    A point ``(x, y)`` of the file lands at ``(m(x) * scale_x + left, y * scale_y + top)``, where
+    ``m(x) = width - x`` when ``mirrored`` (``width`` of the file) and ``x`` otherwise. Breast alignment
+    and the letterbox update it; a step it cannot express (resize, pad, crop, affine) leaves it with
+    ``invertible=False``, so a stale record can never map anything back.
+    """
+
+    original_size: tuple[int, int]
+    size: tuple[int, int]
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+    left: float = 0.0
+    top: float = 0.0
+    mirrored: bool = False
+    invertible: bool = True
+
+    @classmethod
+    def of(cls, sample: Sample) -> Geometry:
+        """The sample's record; a sample without one is the file as stored."""
+        return sample.meta.geometry or cls(original_size=sample.size, size=sample.size)
+
+    def flipped(self) -> Geometry:
+        """The record after mirroring the current image left-right (``x -> size_w - x``)."""
+        left = self.size[1] - self.scale_x * self.original_size[1] - self.left
+        return replace(self, mirrored=not self.mirrored, left=left)
+
+    def scaled(
+        self, scale_x: float, scale_y: float, left: float, top: float, size: tuple[int, int]
+    ) -> Geometry:
+        """The record after ``x -> x * scale_x + left`` (y likewise) onto an image of ``size``."""
+        return replace(
+            self,
+            size=size,
+            scale_x=self.scale_x * scale_x,
+            scale_y=self.scale_y * scale_y,
+            left=self.left * scale_x + left,
+            top=self.top * scale_y + top,
+        )
+
+    def points_to_original(self, points: Tensor) -> Tensor:
+        """``(..., 2)`` points (x, y) of the current image in the file's pixels."""
+        self._check()
+        points = torch.as_tensor(points, dtype=torch.float32).cpu()
+        x = (points[..., 0] - self.left) / self.scale_x
+        y = (points[..., 1] - self.top) / self.scale_y
+        return torch.stack([self.original_size[1] - x if self.mirrored else x, y], dim=-1)
+
+    def boxes_to_original(self, boxes: Tensor) -> Tensor:
+        """``N x 4`` xyxy boxes of the current image in the file's pixels (still x0 <= x1)."""
+        corners = self.points_to_original(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 2, 2))
+        low, high = corners.min(dim=1).values, corners.max(dim=1).values
+        return torch.cat([low, high], dim=1)
+
+    def map_to_original(self, values: Tensor) -> Tensor:
+        """A ``(..., H, W)`` map (saliency, mask probability) of the current image on the file's grid.
+
+        The padding is cut off, the rest resized bilinearly and mirrored back; the sum is not preserved.
+        """
+        self._check()
+        height, width = self.original_size
+        inner_h, inner_w = round(height * self.scale_y), round(width * self.scale_x)
+        top, left = round(self.top), round(self.left)
+        inner = values[..., top : top + inner_h, left : left + inner_w]
+        lead = inner.shape[:-2]
+        flat = inner.reshape(-1, 1, inner_h, inner_w).float().cpu()
+        resized = nnf.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+        resized = resized.reshape(*lead, height, width)
+        return resized.flip(-1) if self.mirrored else resized
+
+    def _check(self) -> None:
+        if not self.invertible:
+            raise ConfigError(
+                "the image went through a resize, pad, crop or affine step after it was read: "
+                "its maps and boxes cannot be mapped back onto the file"
+            )
 
 
 def _pack(sample: Sample) -> dict[str, Any]:
@@ -51,10 +131,11 @@ def _pack(sample: Sample) -> dict[str, Any]:
     return data
 
 
-def _unpack(sample: Sample, data: dict[str, Any]) -> Sample:
+def _unpack(sample: Sample, data: dict[str, Any], geometry: Geometry | None = None) -> Sample:
     """Write transformed parts back, clipping/dropping boxes and dropping fixations outside the image.
 
-    A letterbox mapping recorded earlier no longer describes the geometry, so it is removed.
+    ``geometry`` is the record after the step; without one the step is taken as one the record cannot
+    express, and the way back to the file is marked lost.
     """
     image = data["image"].as_subclass(Tensor)
     height, width = int(image.shape[-2]), int(image.shape[-1])
@@ -77,9 +158,9 @@ def _unpack(sample: Sample, data: dict[str, Any]) -> Sample:
         fixations = torch.cat([data["points"].as_subclass(Tensor), sample.fixations[:, 2:]], dim=1)
         x, y = fixations[:, 0], fixations[:, 1]
         changes["fixations"] = fixations[(x >= 0) & (x < width) & (y >= 0) & (y < height)]
-    if LETTERBOX_KEY in sample.meta.extra:
-        extra = {k: v for k, v in sample.meta.extra.items() if k != LETTERBOX_KEY}
-        changes["meta"] = replace(sample.meta, extra=extra)
+    if geometry is None:
+        geometry = replace(Geometry.of(sample), size=(height, width), invertible=False)
+    changes["meta"] = replace(sample.meta, geometry=geometry)
     return sample.replace(**changes)
 
 
@@ -178,11 +259,7 @@ class HorizontalFlip(JointTransform):
         if points is not None:
             xy = points.as_subclass(Tensor)
             flipped["points"] = torch.stack([sample.size[1] - xy[:, 0], xy[:, 1]], dim=1)
-        return _unpack(sample, flipped)
-
-
-BREAST_FLIPPED_KEY = "breast_flipped"
-"""Key of ``sample.meta.extra``: True when :class:`AlignBreast` mirrored the image."""
+        return _unpack(sample, flipped, Geometry.of(sample).flipped())
 
 
 class AlignBreast:
@@ -191,60 +268,23 @@ class AlignBreast:
     GLAM and GMIC see right breasts flipped to face like left ones. The side is read from the image (the
     half holding more intensity is the chest wall's) rather than from the view's laterality, because
     distributions differ: raw detector images of right breasts face left, while NYU's cropped images
-    were already flipped. Boxes, masks and fixations move with the image; ``meta.extra`` records
-    ``BREAST_FLIPPED_KEY`` so maps can be mirrored back onto the stored image.
+    were already flipped. Boxes, masks and fixations move with the image; the sample's
+    :class:`Geometry` records the mirroring, so maps can be mirrored back onto the stored image.
     """
 
     def __call__(self, sample: Sample) -> Sample:
         half = sample.size[1] // 2
         flip = bool(sample.image[..., -half:].sum() > sample.image[..., :half].sum())
-        out = HorizontalFlip(p=1.0)(sample) if flip else sample
-        return out.replace(meta=replace(out.meta, extra={**out.meta.extra, BREAST_FLIPPED_KEY: flip}))
+        return HorizontalFlip(p=1.0)(sample) if flip else sample
 
     def __repr__(self) -> str:
         return "AlignBreast()"
 
 
-@dataclass(frozen=True)
-class LetterboxInfo:
-    """How a letterbox mapped the original image: ``x_new = x_old * scale_x + left`` (y likewise).
-
-    Kept in ``sample.meta.extra["letterbox"]`` so predictions can be drawn on the original image.
-    """
-
-    original_size: tuple[int, int]
-    size: tuple[int, int]
-    scale_x: float
-    scale_y: float
-    left: int
-    top: int
-
-    def to_original_coords(self, coords: Tensor) -> Tensor:
-        """Map points (..., 2) or xyxy boxes (..., 4) from the letterboxed image back to original pixels."""
-        coords = torch.as_tensor(coords, dtype=torch.float32)
-        pairs = coords.reshape(*coords.shape[:-1], -1, 2)
-        offset = torch.tensor([self.left, self.top], dtype=torch.float32)
-        scale = torch.tensor([self.scale_x, self.scale_y], dtype=torch.float32)
-        return ((pairs - offset) / scale).reshape(coords.shape)
-
-    def to_original_map(self, values: Tensor) -> Tensor:
-        """Map a (..., H, W) map (saliency, mask probability) back onto the original (h, w) grid.
-
-        The padding is cut off and the rest resized bilinearly; the map's sum is not preserved.
-        """
-        height, width = self.original_size
-        inner_h, inner_w = round(height * self.scale_y), round(width * self.scale_x)
-        inner = values[..., self.top : self.top + inner_h, self.left : self.left + inner_w]
-        lead = inner.shape[:-2]
-        flat = inner.reshape(-1, 1, inner_h, inner_w).float()
-        resized = nnf.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
-        return resized.reshape(*lead, height, width)
-
-
 class Letterbox:
     """Resize keeping the aspect ratio so the image fits (height, width), then pad evenly with ``fill``.
 
-    Records a ``LetterboxInfo`` in ``meta.extra["letterbox"]``; any later geometric step removes it.
+    The sample's :class:`Geometry` records the scale and the padding offsets.
     """
 
     def __init__(self, size: tuple[int, int], fill: float = 0.0) -> None:
@@ -264,16 +304,8 @@ class Letterbox:
                 v2.Pad([left, top, target_w - inner_w - left, target_h - inner_h - top], fill=self.fill),
             ]
         )
-        out = _unpack(sample, steps(_pack(sample)))
-        info = LetterboxInfo(
-            original_size=(height, width),
-            size=self.size,
-            scale_x=inner_w / width,
-            scale_y=inner_h / height,
-            left=left,
-            top=top,
-        )
-        return out.replace(meta=replace(out.meta, extra={**out.meta.extra, LETTERBOX_KEY: info}))
+        geometry = Geometry.of(sample).scaled(inner_w / width, inner_h / height, left, top, self.size)
+        return _unpack(sample, steps(_pack(sample)), geometry)
 
     def __repr__(self) -> str:
         return f"Letterbox(size={self.size}, fill={self.fill})"

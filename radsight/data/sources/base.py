@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -159,6 +159,12 @@ class SourceDataset(Dataset):
         if not self.records:
             raise DataError(self.root, f"{self.name}: no samples left after filtering")
 
+    @classmethod
+    def read_options_for(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``read_image``'s keyword arguments for this source built with ``options`` (a recipe entry's),
+        known without building it, so inference reads a file as this source reads its own."""
+        return dict(options.get("read_options", {}))
+
     def _scan(self) -> list[Record]:
         """Read the source's index files into records with labels over ``all_labels``."""
         raise NotImplementedError
@@ -213,7 +219,7 @@ class SourceDataset(Dataset):
 
     def load(self, record: Record) -> Sample:
         """Read one record's image and annotations, checking that they fit the image."""
-        image, info = read_image(record.image_path, **self.options.get("read_options", {}))
+        image, info = read_image(record.image_path, **self.read_options_for(self.options))
         height, width = info.original_size
         boxes = None
         if record.boxes is not None and len(record.boxes):
