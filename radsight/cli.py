@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from radsight.errors import ConfigError, RadsightError
+from radsight.explain.names import METHODS
+from radsight.report.cells import section_cell
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
@@ -30,17 +32,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 SetOption = Annotated[list[str], typer.Option("--set", help="override a recipe field: key.sub=value")]
 ModelDir = Annotated[Path, typer.Option(help="model folder (model.safetensors + config.json)")]
 ImageFiles = Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")]
+METHOD_NAMES = ", ".join(METHODS)
+COMPARED_METHODS = ",".join(m for m in METHODS if m != "native")  # native maps: only some methods have them
 
 
 def explanation_methods(text: str) -> list[str]:
     """The comma-separated explanation methods of an option, refused with the valid names if unknown."""
-    from radsight.explain.cam import Method
-
-    known = get_args(Method)
     chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(known))
+    unknown = sorted(set(chosen) - set(METHODS))
     if unknown or not chosen:
-        raise ConfigError(f"unknown explanation method(s) {unknown}; choose from {list(known)}")
+        raise ConfigError(f"unknown explanation method(s) {unknown}; choose from {list(METHODS)}")
     return chosen
 
 
@@ -95,9 +96,7 @@ def _print_headline(metrics: dict[str, Any], out: Path) -> None:
     for section in metrics.values():
         for key, value in section.items():
             if key.endswith(("_macro", "accuracy")) and isinstance(value, float):
-                low, high = section.get(f"{key}_ci_low"), section.get(f"{key}_ci_high")
-                ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-                table.add_row(key, f"{value:.3f}{ci}")
+                table.add_row(key, section_cell(section, key))
     Console().print(table)
     Console().print(f"report: {out / 'report.md'}")
 
@@ -175,9 +174,7 @@ def predict(
     model: ModelDir,
     files: ImageFiles,
     out: Annotated[Path, typer.Option(help="folder for predictions.json and overlays")],
-    explain: Annotated[
-        str, typer.Option(help="map drawn on each file: gradcam, gradcam++, hirescam, ig, native")
-    ] = "",
+    explain: Annotated[str, typer.Option(help=f"map drawn on each file: {METHOD_NAMES}")] = "",
 ) -> None:
     """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels."""
     from radsight.predict import predict_files
@@ -193,9 +190,7 @@ def explain_command(
     model: ModelDir,
     files: ImageFiles,
     out: Annotated[Path, typer.Option(help="folder for explain.json and one picture per file")],
-    methods: Annotated[
-        str, typer.Option(help="comma-separated: gradcam, gradcam++, hirescam, ig, native")
-    ] = "gradcam,gradcam++,hirescam,ig",
+    methods: Annotated[str, typer.Option(help=f"comma-separated: {METHOD_NAMES}")] = COMPARED_METHODS,
     steps: Annotated[int, typer.Option(help="points of the deletion and insertion curves")] = 20,
 ) -> None:
     """Explain each file's top class with several methods side by side, scored by deletion/insertion AUC."""

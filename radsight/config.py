@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from radsight.errors import ConfigError
+from radsight.explain.names import Method as ExplanationMethod
 
 
 class Strict(BaseModel):
@@ -108,7 +109,7 @@ class TrainerConfig(Strict):
 
 class EvaluationConfig(Strict):
     n_boot: int = 1000
-    explain: Literal["gradcam", "gradcam++", "hirescam", "ig", "native"] = "gradcam"
+    explain: ExplanationMethod = "gradcam"
     threshold: float | None = None
 
 

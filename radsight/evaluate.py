@@ -1,28 +1,36 @@
 """Evaluate a trained method on a dataset: metrics.json sections, plots and the report.
 
-One pass over the data collects, per image: probabilities, and where the data allows it the maps to
-score. Sections follow one structure everywhere: ``classification``, ``localization`` (a map per
-annotated lesion label: the method's native map, else the configured explanation; plus ``lungs_*``,
-the share of each top-class map inside the lung mask where there is one) and ``saliency``
-(the method's native "saliency" map against gaze), each a flat dict of named floats plus per-label
-dicts, absent when the data has nothing to score.
+One pass over the test set (:func:`collect`) yields, per image, the probabilities, and for each
+requested set of (image, class) pairs the maps to score, of a pluggable :class:`MapKind`: the method's
+native map, any explanation method, or a kind a study brings (GLAM's global map, CAM). Evaluation,
+the ablation study and the GLAM comparison all score maps from this pass.
+
+Sections follow one structure everywhere: ``classification``, ``localization`` (a map per annotated
+lesion label: the method's native map, else the configured explanation; plus ``lungs_*``, the share of
+each top-class map inside the lung mask where there is one) and ``saliency`` (the method's native
+class-agnostic "saliency" map against gaze), each a flat dict of named floats plus per-label dicts,
+absent when the data has nothing to score.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from rich.progress import track
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
 from radsight.config import EvaluationConfig
 from radsight.data.sample import Batch, make_loader
+from radsight.errors import ConfigError
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay, save_grid
 from radsight.methods import Method, Prediction
@@ -38,26 +46,92 @@ log = logging.getLogger(__name__)
 GRID_CASES = 4  # rows of best, of worst and of random cases in the overlay grid
 LUNG_MASK = "lungs"  # the anatomical mask name whose share of the evidence is reported
 
+Pair = tuple[int, int, Any]
+"""(image index in the batch, class index, what the map is scored against)."""
+
+PairFinder = Callable[[Batch, Prediction, Sequence[str]], list[Pair]]
+"""The pairs of a batch (given the method's prediction and label names) that a set of maps is kept for."""
+
+
+@dataclass(frozen=True)
+class MapKind:
+    """A named way to get maps: ``maps(method, prediction, batch, images, targets)`` returns ``N x H x W``
+    maps in the model's input frame, one per (image index, class index) pair of the batch."""
+
+    name: str
+    maps: Callable[[Method, Prediction, Batch, list[int], list[int]], Tensor]
+
+
+def _native_maps(
+    method: Method, prediction: Prediction, batch: Batch, images: list[int], targets: list[int]
+) -> Tensor:
+    saliency = (prediction.maps or {}).get("saliency")
+    if saliency is None:
+        raise ConfigError(f"{type(method).__name__} predicts no native maps; choose an explanation method")
+    channels = targets if saliency.shape[1] > 1 else [0] * len(images)
+    return saliency[images, channels]
+
+
+NATIVE = MapKind("native", _native_maps)
+"""The method's own map (the "saliency" of its prediction): the target class's channel, or the only
+channel of a class-agnostic map."""
+
+
+def _explanation_maps(
+    how: str, method: Method, prediction: Prediction, batch: Batch, images: list[int], targets: list[int]
+) -> Tensor:
+    return explain(method.classifier(), batch.images[images], method=how, targets=targets)
+
+
+def explanation(how: str) -> MapKind:
+    """The maps of an explanation method of :mod:`radsight.explain.cam` (Grad-CAM, IG, ...)."""
+    return MapKind(how, partial(_explanation_maps, how))
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """A set of maps for :func:`collect` to keep: for the pairs ``pairs`` finds in each batch, the method's
+    native map where its prediction has one of the shape ``prefer_native`` names (``"per_class"``: a
+    channel per class, ``"single"``: one class-agnostic channel), else the maps of ``kind``; none for a
+    batch without either. Maps are kept as ``dtype``: float16 bounds the memory of many full-size maps;
+    gaze metrics (KL's epsilon, AUC ties) are scored at float32."""
+
+    pairs: PairFinder
+    kind: MapKind | None
+    prefer_native: Literal["per_class", "single"] | None = None
+    dtype: type = np.float16
+
+    def kind_for(self, method: Method, prediction: Prediction) -> MapKind | None:
+        """The kind that makes this batch's maps (None: the batch has none to keep)."""
+        saliency = (prediction.maps or {}).get("saliency")
+        if self.prefer_native is not None and saliency is not None:
+            channels = method.num_classes if self.prefer_native == "per_class" else 1
+            if saliency.shape[1] == channels:
+                return NATIVE
+        return self.kind
+
+
+@dataclass
+class MapSet:
+    """The maps of one :class:`MapRequest`, in test-set order, with what each is scored against."""
+
+    maps: list[np.ndarray] = field(default_factory=list)
+    truth: list[Any] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    images: list[int] = field(default_factory=list)  # index of each map's image in the test set
+    kinds: list[str] = field(default_factory=list)  # names of the kinds that made the maps
+
 
 @dataclass
 class Collected:
-    """Everything one pass over the data yields (maps are float16 numpy in the model's input frame)."""
+    """Everything one pass over the data yields: per image, probabilities and labels; per request, maps."""
 
     probs: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
-    lesion_maps: list[np.ndarray] = field(default_factory=list)
-    lesion_truth: list[Any] = field(default_factory=list)
-    lesion_label: list[str] = field(default_factory=list)
-    lesion_patient: list[str] = field(default_factory=list)
-    gaze_pred: list[np.ndarray] = field(default_factory=list)
-    gaze_true: list[np.ndarray | None] = field(default_factory=list)
-    gaze_fixations: list[np.ndarray | None] = field(default_factory=list)
-    gaze_patient: list[str] = field(default_factory=list)
-    lung_maps: list[np.ndarray] = field(default_factory=list)
-    lung_masks: list[np.ndarray] = field(default_factory=list)
-    lung_patient: list[str] = field(default_factory=list)
+    maps: dict[str, MapSet] = field(default_factory=dict)
 
     @property
     def prob_matrix(self) -> np.ndarray:
@@ -68,8 +142,8 @@ class Collected:
         return np.concatenate(self.labels)
 
 
-def lesion_targets(batch: Batch, label_names: list[str]) -> list[tuple[int, int, Any]]:
-    """(image, label index, annotation) for every label an image has a lesion mask or boxes for."""
+def lesion_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str]) -> list[Pair]:
+    """(image, label, annotation) for every label an image has a lesion mask or boxes for."""
     pairs = []
     for i in range(len(batch)):
         for k, name in enumerate(label_names):
@@ -85,27 +159,55 @@ def lesion_targets(batch: Batch, label_names: list[str]) -> list[tuple[int, int,
     return pairs
 
 
-def class_maps(
-    method: Method, prediction: Prediction, batch: Batch, pairs: list, how: str
-) -> list[np.ndarray]:
-    """The map scored for each (image, label) pair: native per-class maps when the method has them."""
-    native = (prediction.maps or {}).get("saliency")
-    if native is not None and native.shape[1] == method.num_classes:
-        return [native[i, k].float().cpu().numpy() for i, k, _ in pairs]
-    images = batch.images[[i for i, _, _ in pairs]]
-    maps = explain(method.classifier(), images, method=how, targets=[k for _, k, _ in pairs])
-    return [m.cpu().numpy() for m in maps]
+def lung_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str]) -> list[Pair]:
+    """(image, top class, lung mask) for every image with a lung mask (share of evidence in the lungs)."""
+    lungs, valid = batch.masks.get(LUNG_MASK), batch.mask_valid.get(LUNG_MASK)
+    if lungs is None:
+        return []
+    return [
+        (i, int(prediction.probs[i].argmax()), (lungs[i] > 0).cpu().numpy())
+        for i in range(len(batch))
+        if bool(valid[i]) and bool((lungs[i] > 0).any())
+    ]
 
 
-def collect(method: Method, dataset: Dataset, how: str, batch_size: int, num_workers: int = 0) -> Collected:
+def gaze_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str]) -> list[Pair]:
+    """(image, top class, (gaze map or None, fixations or None)) for every image with gaze."""
+    pairs = []
+    for i in range(len(batch)):
+        has_map = batch.gaze_valid is not None and bool(batch.gaze_valid[i])
+        fixations = batch.fixations[i]
+        if not has_map and (fixations is None or len(fixations) == 0):
+            continue
+        truth = (
+            batch.gaze_maps[i].cpu().numpy() if has_map else None,
+            fixations.cpu().numpy() if fixations is not None else None,
+        )
+        pairs.append((i, int(prediction.probs[i].argmax()), truth))
+    return pairs
+
+
+def predict_batch(method: Method, batch: Batch) -> Prediction:
+    """The method's prediction for a batch on its device, in eval mode and without autograd."""
     method.eval()
+    with torch.inference_mode():
+        return method.predict(batch)
+
+
+def collect(
+    method: Method,
+    dataset: Dataset,
+    batch_size: int,
+    requests: Mapping[str, MapRequest],
+    description: str = "evaluating",
+) -> Collected:
+    """One pass over ``dataset``: probabilities and labels of every image, and the maps of each request."""
     device = next(method.parameters()).device
-    out = Collected()
-    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers)
-    for batch in track(loader, description="evaluating", transient=True):
+    out = Collected(maps={name: MapSet() for name in requests})
+    loader, offset = make_loader(dataset, batch_size, shuffle=False), 0
+    for batch in track(loader, description=description, transient=True):
         batch = batch.to(device)
-        with torch.inference_mode():
-            prediction = method.predict(batch)
+        prediction = predict_batch(method, batch)
         n = len(batch)
         out.probs.append(prediction.probs.float().cpu().numpy())
         out.labels.append(
@@ -116,87 +218,82 @@ def collect(method: Method, dataset: Dataset, how: str, batch_size: int, num_wor
         patients = [m.patient_id for m in batch.meta]
         out.patient_ids += patients
         out.paths += [m.path for m in batch.meta]
-        pairs = lesion_targets(batch, method.label_names)
-        if pairs:
-            out.lesion_maps += [
-                m.astype(np.float16) for m in class_maps(method, prediction, batch, pairs, how)
-            ]
-            out.lesion_truth += [truth for _, _, truth in pairs]
-            out.lesion_label += [method.label_names[k] for _, k, _ in pairs]
-            out.lesion_patient += [patients[i] for i, _, _ in pairs]
-        _collect_gaze(out, prediction, batch, patients)
-        _collect_lung_attention(out, method, prediction, batch, patients, how)
+        for name, request in requests.items():
+            _keep(out.maps[name], request, method, prediction, batch, patients, offset)
+        offset += n
     return out
 
 
-def _collect_lung_attention(
-    out: Collected, method: Method, prediction: Prediction, batch: Batch, patients: list[str], how: str
+def _keep(
+    found: MapSet,
+    request: MapRequest,
+    method: Method,
+    prediction: Prediction,
+    batch: Batch,
+    patients: list[str],
+    offset: int,
 ) -> None:
-    """The map of each image's top class, for images with a lung mask (share of evidence in the lungs)."""
-    lungs, valid = batch.masks.get(LUNG_MASK), batch.mask_valid.get(LUNG_MASK)
-    if lungs is None:
+    """Add the maps ``request`` asks of one batch to ``found``."""
+    pairs = request.pairs(batch, prediction, method.label_names)
+    kind = request.kind_for(method, prediction)
+    if not pairs or kind is None:
         return
-    index = [i for i in range(len(batch)) if bool(valid[i]) and bool((lungs[i] > 0).any())]
-    if not index:
-        return
-    pairs = [(i, int(prediction.probs[i].argmax()), None) for i in index]
-    out.lung_maps += [m.astype(np.float16) for m in class_maps(method, prediction, batch, pairs, how)]
-    out.lung_masks += [(lungs[i] > 0).cpu().numpy() for i in index]
-    out.lung_patient += [patients[i] for i in index]
+    images, targets = [i for i, _, _ in pairs], [k for _, k, _ in pairs]
+    maps = kind.maps(method, prediction, batch, images, targets)
+    found.maps += [m.float().cpu().numpy().astype(request.dtype) for m in maps]
+    found.truth += [truth for _, _, truth in pairs]
+    found.labels += [method.label_names[k] for k in targets]
+    found.patients += [patients[i] for i in images]
+    found.images += [offset + i for i in images]
+    if kind.name not in found.kinds:
+        found.kinds.append(kind.name)
 
 
-def _collect_gaze(out: Collected, prediction: Prediction, batch: Batch, patients: list[str]) -> None:
-    native = (prediction.maps or {}).get("saliency")
-    if native is None or native.shape[1] != 1:
-        return
-    for i in range(len(batch)):
-        has_map = batch.gaze_valid is not None and bool(batch.gaze_valid[i])
-        fixations = batch.fixations[i]
-        if not has_map and (fixations is None or len(fixations) == 0):
-            continue
-        out.gaze_pred.append(native[i, 0].float().cpu().numpy())
-        out.gaze_true.append(batch.gaze_maps[i].cpu().numpy() if has_map else None)
-        out.gaze_fixations.append(fixations.cpu().numpy() if fixations is not None else None)
-        out.gaze_patient.append(patients[i])
+def evaluation_requests(how: str) -> dict[str, MapRequest]:
+    """What evaluation scores: per-class maps (native, else ``how``) of lesions and of the top class in
+    the lungs, and the native class-agnostic map against gaze."""
+    fallback = explanation(how)
+    return {
+        "lesions": MapRequest(lesion_pairs, fallback, prefer_native="per_class"),
+        "lungs": MapRequest(lung_pairs, fallback, prefer_native="per_class"),
+        "gaze": MapRequest(gaze_pairs, None, prefer_native="single", dtype=np.float32),
+    }
 
 
-def localization_metrics(found: Collected, n_boot: int, seed: int) -> dict[str, Any] | None:
+def localization_metrics(lesions: MapSet, lungs: MapSet, n_boot: int, seed: int) -> dict[str, Any] | None:
     """Lesion localization of the maps, and the share of each top-class map inside the lungs."""
-    lungs = {}
-    if found.lung_maps:
-        maps = [m.astype(np.float32) for m in found.lung_maps]
-        section = attention_section(
-            maps, found.lung_masks, patient_ids=found.lung_patient, n_boot=n_boot, seed=seed
-        )
-        lungs = {f"lungs_{key}": value for key, value in section.items()}
-    if not found.lesion_maps:
-        return lungs or None
-    maps = [m.astype(np.float32) for m in found.lesion_maps]
-    section = localization_section(
-        maps, found.lesion_truth, patient_ids=found.lesion_patient, n_boot=n_boot, seed=seed
-    )
+    boot = {"n_boot": n_boot, "seed": seed}
+    in_lungs = {}
+    if lungs.maps:
+        maps = [m.astype(np.float32) for m in lungs.maps]
+        section = attention_section(maps, lungs.truth, patient_ids=lungs.patients, **boot)
+        in_lungs = {f"lungs_{key}": value for key, value in section.items()}
+    if not lesions.maps:
+        return in_lungs or None
+    maps = [m.astype(np.float32) for m in lesions.maps]
+    section = localization_section(maps, lesions.truth, patient_ids=lesions.patients, **boot)
     per_label = {}
-    for name in dict.fromkeys(found.lesion_label):
-        index = [j for j, label in enumerate(found.lesion_label) if label == name]
+    for name in dict.fromkeys(lesions.labels):
+        index = [j for j, label in enumerate(lesions.labels) if label == name]
         per_label[name] = localization_section(
             [maps[j] for j in index],
-            [found.lesion_truth[j] for j in index],
-            patient_ids=[found.lesion_patient[j] for j in index],
-            n_boot=n_boot,
-            seed=seed,
+            [lesions.truth[j] for j in index],
+            patient_ids=[lesions.patients[j] for j in index],
+            **boot,
         )
-    return {**section, **lungs, "per_label": per_label}
+    return {**section, **in_lungs, "per_label": per_label}
 
 
-def saliency_metrics(found: Collected, n_boot: int, seed: int) -> dict[str, Any] | None:
-    if not found.gaze_pred:
+def saliency_metrics(gaze: MapSet, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """The native class-agnostic maps against gaze maps and fixations."""
+    if not gaze.maps:
         return None
     return saliency_section(
-        found.gaze_pred,
-        found.gaze_true,
-        found.gaze_fixations,
-        frame_sizes=[m.shape for m in found.gaze_pred],
-        patient_ids=found.gaze_patient,
+        gaze.maps,
+        [gaze_map for gaze_map, _ in gaze.truth],
+        [fixations for _, fixations in gaze.truth],
+        frame_sizes=[m.shape for m in gaze.maps],
+        patient_ids=gaze.patients,
         n_boot=n_boot,
         seed=seed,
     )
@@ -261,7 +358,7 @@ def evaluate(
     """Score ``method`` on ``dataset`` and write metrics.json, report.md/html and plots into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = collect(method, dataset, config.explain, batch_size)
+    found = collect(method, dataset, batch_size, evaluation_requests(config.explain))
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
     common = {"multilabel": multilabel, "seed": seed}
@@ -276,9 +373,10 @@ def evaluate(
             **common,
         )
     }
+    maps = found.maps
     for name, section in (
-        ("localization", localization_metrics(found, config.n_boot, seed)),
-        ("saliency", saliency_metrics(found, config.n_boot, seed)),
+        ("localization", localization_metrics(maps["lesions"], maps["lungs"], config.n_boot, seed)),
+        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
     ):
         if section is not None:
             metrics[name] = section

@@ -11,7 +11,8 @@ import yaml
 from conftest import run_cli
 
 from radsight.errors import ConfigError
-from radsight.studies.ablation import load_ablation, paired_mean_test, variant_recipes
+from radsight.metrics.bootstrap import paired_mean_test
+from radsight.studies.ablation import load_ablation, variant_recipes
 
 SHIPPED = ("ablations/gaze_unet_cpu.yaml", "ablations/gaze_unet_real.yaml", "ablations/gaze_unet_paper.yaml")
 REQUIRED_VARIANTS = {"staged", "no_contrastive", "joint_only", "saliency_only", "classification_only"}

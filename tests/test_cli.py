@@ -11,7 +11,9 @@ from conftest import TINY_TRAINING, run_cli
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from radsight.cli import explanation_methods
 from radsight.data.sources.phantoms import PhantomChestXray
+from radsight.explain.names import METHODS
 
 
 def assert_one_line_error(output: str, *fragments: str) -> None:
@@ -186,6 +188,18 @@ def test_bad_recipe_values_are_refused(recipes_dir, tmp_path, override, expected
     recipe = recipes_dir / "baseline_cpu.yaml"
     result = run_cli("train", recipe, "--out", tmp_path / "r", "--set", override, expect=2)
     assert_one_line_error(result.output, *expected)
+
+
+def test_explanation_methods_are_named_from_one_list(recipes_dir, tmp_path):
+    names = [f"'{name}'" for name in METHODS]
+    listed = f"{', '.join(names[:-1])} or {names[-1]}"  # how the recipe check lists the choices
+    recipe = recipes_dir / "baseline_cpu.yaml"
+    result = run_cli("train", recipe, "--out", tmp_path, "--set", "evaluation.explain=lime", expect=2)
+    assert_one_line_error(result.output, "evaluation.explain", listed)
+    for command in ("explain", "predict"):
+        help_text = " ".join(run_cli(command, "--help").output.replace("│", " ").split())
+        assert ", ".join(METHODS) in help_text
+    assert explanation_methods(",".join(METHODS)) == list(METHODS)
 
 
 def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule") -> Path:

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radsight.errors import ConfigError
+from radsight.explain.names import METHODS, Method
 
-Method = Literal["gradcam", "gradcam++", "hirescam", "ig", "native"]
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "ig", "native")
 Targets = int | Sequence[int] | Tensor | None
 
 

@@ -6,6 +6,8 @@ row of per-image weights (how many times the image's patient was drawn): a metri
 sample weights equals the metric on the resampled set, so a block of resamples is one matrix operation.
 Intervals are percentile intervals; resamples on which a statistic is undefined (NaN, e.g. one class
 only) are left out of that statistic's interval.
+
+Two models scored on the same images are compared by one paired test, :func:`paired_test`.
 """
 
 from __future__ import annotations
@@ -131,3 +133,69 @@ def mean_with_ci(
     keep = ~np.isnan(array)
     ids = None if patient_ids is None else np.asarray(patient_ids)[keep]
     return ratio_with_ci(name, array[keep], None, ids, n_boot=n_boot, seed=seed)
+
+
+def paired_test(
+    statistic: Callable[[FloatArray], dict[str, FloatArray]],
+    patient_ids: Sequence | ArrayLike,
+    n_images: int,
+    *,
+    metric: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Difference metric(A) - metric(B) of two models on the same images, with a paired patient-bootstrap
+    interval and two-sided p-value.
+
+    ``statistic`` maps resample weights (b, n) to ``{"a", "b", "difference"}``: the metric of A, of B
+    and their difference on each resample (the difference as exactly as the metric allows, e.g. a mean
+    of per-image differences), so both models are scored on the same resamples. The p-value is the
+    share of resampled differences, centred on the observed one, at least as far from 0 as the observed
+    difference (the bootstrap distribution shifted to the null), with +1 in numerator and denominator
+    so that it is never reported as exactly 0.
+
+    Undefined values (NaN): a resample on which the difference is undefined is left out of the interval
+    and of the p-value (its numerator and its denominator); where the observed difference is undefined,
+    the difference, its interval and the p-value are all undefined (None).
+    """
+    observed = {k: float(v[0]) for k, v in statistic(np.ones((1, n_images))).items()}
+    boots = bootstrap(statistic, patient_groups(patient_ids, n_images), n_boot, seed)
+    shifted = boots["difference"][~np.isnan(boots["difference"])] - observed["difference"]
+    extreme = np.sum(np.abs(shifted) >= abs(observed["difference"]))
+    p_value = (1 + extreme) / (1 + shifted.size) if math.isfinite(observed["difference"]) else math.nan
+    return {
+        "metric": metric,
+        "model_a": json_float(observed["a"]),
+        "model_b": json_float(observed["b"]),
+        **with_ci("difference", observed["difference"], boots["difference"]),
+        "p_value": json_float(p_value),
+        "n_boot": n_boot,
+        "seed": seed,
+    }
+
+
+def paired_mean_test(
+    values_a: ArrayLike,
+    values_b: ArrayLike,
+    patient_ids: Sequence | ArrayLike,
+    *,
+    metric: str = "mean",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """:func:`paired_test` of the mean of per-image values, over the images where both are defined
+    (``n_images`` of them); a value that is NaN (undefined, as in :func:`mean_with_ci`) leaves its
+    image out."""
+    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    keep = ~np.isnan(a) & ~np.isnan(b)
+    if not keep.any():
+        raise ValueError("no image has a value for both models")
+    a, b = a[keep], b[keep]
+
+    def means(weights: FloatArray) -> dict[str, FloatArray]:
+        total = weights.sum(axis=1)
+        return {"a": weights @ a / total, "b": weights @ b / total, "difference": weights @ (a - b) / total}
+
+    ids = np.asarray(patient_ids)[keep]
+    result = paired_test(means, ids, a.size, metric=metric, n_boot=n_boot, seed=seed)
+    return {**result, "n_images": int(a.size)}

@@ -32,6 +32,7 @@ from radsight.metrics.bootstrap import (
     CI_LEVEL,
     bootstrap,
     json_float,
+    paired_test,
     patient_groups,
     percentile_ci,
     with_ci,
@@ -441,12 +442,10 @@ def paired_bootstrap_test(
     seed: int = 0,
     threshold: float | None = None,
 ) -> dict:
-    """Difference metric(A) - metric(B) on the same test set, with a paired patient-bootstrap test.
-
-    Both models are scored on the same resamples. The two-sided p-value is the share of resampled
-    differences, centred on the observed one, at least as far from 0 as the observed difference (the
-    bootstrap distribution shifted to the null), with +1 in numerator and denominator so that it is
-    never reported as exactly 0. ``metric`` is any flat key of :func:`classification_section`.
+    """Difference metric(A) - metric(B) on the same test set, by the paired patient-bootstrap test of
+    :func:`radsight.metrics.bootstrap.paired_test` (its NaN convention: a resample where a label holds one
+    class only leaves that label out of the macro average; one where the difference is still undefined is
+    left out of the interval and the p-value). ``metric`` is any flat key of :func:`classification_section`.
     """
     prep_a = _prepare(probs_a, labels, multilabel)
     prep_b = _prepare(probs_b, labels, multilabel)
@@ -461,20 +460,7 @@ def paired_bootstrap_test(
         b = _statistics(prep_b, weights, threshold, multilabel)["flat"][metric]
         return {"a": a, "b": b, "difference": a - b}
 
-    observed = {k: float(v[0]) for k, v in difference(np.ones((1, prep_a.n_images))).items()}
-    boots = bootstrap(difference, patient_groups(patient_ids, prep_a.n_images), n_boot, seed)
-    shifted = boots["difference"][~np.isnan(boots["difference"])] - observed["difference"]
-    extreme = np.sum(np.abs(shifted) >= abs(observed["difference"]))
-    p_value = (1 + extreme) / (1 + shifted.size) if np.isfinite(observed["difference"]) else np.nan
-    return {
-        "metric": metric,
-        "model_a": json_float(observed["a"]),
-        "model_b": json_float(observed["b"]),
-        **with_ci("difference", observed["difference"], boots["difference"]),
-        "p_value": json_float(p_value),
-        "n_boot": n_boot,
-        "seed": seed,
-    }
+    return paired_test(difference, patient_ids, prep_a.n_images, metric=metric, n_boot=n_boot, seed=seed)
 
 
 def classification_curves(

@@ -16,6 +16,7 @@ import numpy as np
 from radsight.checkpoints import write_json
 from radsight.errors import ConfigError
 from radsight.metrics.classification import paired_bootstrap_test
+from radsight.report.cells import number, section_cell
 from radsight.report.scores import SCORES_FILE, ImageScores
 
 HEADLINE = ("auroc_macro", "auprc_macro", "ece")
@@ -97,13 +98,6 @@ def _cis(section: dict[str, Any]) -> dict[str, Any]:
     return {f"{k}{s}": section.get(f"{k}{s}") for k in HEADLINE for s in ("_ci_low", "_ci_high")}
 
 
-def _cell(row: dict[str, Any], key: str) -> str:
-    value, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    if value is None:
-        return "undefined"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
-
-
 def render_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Comparison on {result['n_images']} shared test images",
@@ -112,7 +106,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "|---|" + "---|" * len(HEADLINE),
     ]
     lines += [
-        "| " + " | ".join([row["run"], *(_cell(row, k) for k in HEADLINE)]) + " |" for row in result["runs"]
+        "| " + " | ".join([row["run"], *(section_cell(row, k) for k in HEADLINE)]) + " |"
+        for row in result["runs"]
     ]
     lines += [
         "",
@@ -122,6 +117,6 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     lines += ["|---|---|---|---|"]
     for test in result["paired_tests"]:
-        p = "undefined" if test["p_value"] is None else f"{test['p_value']:.4f}"
-        lines.append(f"| {test['run']} | {test['metric']} | {_cell(test, 'difference')} | {p} |")
+        difference, p = section_cell(test, "difference"), number(test["p_value"], 4)
+        lines.append(f"| {test['run']} | {test['metric']} | {difference} | {p} |")
     return "\n".join(lines) + "\n"

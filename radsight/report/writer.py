@@ -11,28 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from radsight.report.cells import section_cell
+
 CI_SUFFIXES = ("_ci_low", "_ci_high")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "undefined"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _with_ci(values: Mapping[str, Any], key: str) -> str:
-    low, high = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
-    if low is None or high is None:
-        return _fmt(values[key])
-    return f"{_fmt(values[key])} [{_fmt(low)}, {_fmt(high)}]"
 
 
 def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(metric, value [95% CI]) for every flat number of a metrics.json section."""
     return [
-        (key, _with_ci(section, key))
+        (key, section_cell(section, key))
         for key, value in section.items()
         if not isinstance(value, dict) and not key.endswith(CI_SUFFIXES)
     ]
@@ -44,7 +31,7 @@ def per_label_rows(section: Mapping[str, Any]) -> tuple[list[str], list[list[str
     if not per_label:
         return [], []
     columns = [k for k in next(iter(per_label.values())) if not k.endswith(CI_SUFFIXES)]
-    rows = [[label, *(_with_ci(values, c) for c in columns)] for label, values in per_label.items()]
+    rows = [[label, *(section_cell(values, c) for c in columns)] for label, values in per_label.items()]
     return ["label", *columns], rows
 
 

@@ -31,23 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
-from numpy.typing import ArrayLike
 from pydantic import Field
-from torch import Tensor
 
 from radsight.checkpoints import write_json
 from radsight.config import Recipe, Strict, apply_overrides, parse_recipe
-from radsight.data.sample import Batch, collate, make_loader
 from radsight.errors import ConfigError
-from radsight.evaluate import evaluate
-from radsight.explain.cam import explain
+from radsight.evaluate import MapRequest, collect, evaluate, explanation, gaze_pairs
 from radsight.explain.overlay import overlay, save_grid
 from radsight.methods import Method
-from radsight.metrics.bootstrap import bootstrap, json_float, mean_with_ci, patient_groups, with_ci
+from radsight.metrics.bootstrap import mean_with_ci, paired_mean_test
 from radsight.metrics.classification import classification_section, paired_bootstrap_test
 from radsight.metrics.saliency import cc
+from radsight.report.cells import NOT_TESTED, number, section_cell
 from radsight.train import train
 
 log = logging.getLogger(__name__)
@@ -108,6 +104,11 @@ def variant_recipes(config: AblationConfig, base: Path, overrides: list[str]) ->
     return recipes
 
 
+ATTENTION = MapRequest(gaze_pairs, explanation("gradcam"), prefer_native="single", dtype=np.float32)
+"""A variant's attention map on each image with gaze: its native class-agnostic saliency map, else
+Grad-CAM of the image's top class (the usual way to ask a plain classifier where it looked)."""
+
+
 @dataclass
 class Scores:
     """One variant on the test images: probabilities, per-image gaze CC (NaN without gaze), and how many
@@ -121,81 +122,15 @@ class Scores:
     n_empty_maps: int
 
 
-def attention_maps(method: Method, batch: Batch) -> tuple[Tensor, Tensor, str]:
-    """Class probabilities, B x H x W attention maps and where the maps come from.
-
-    The method's native "saliency" map when its prediction has one, else Grad-CAM of each image's top
-    class (the usual way to ask a plain classifier where it looked).
-    """
-    method.eval()
-    with torch.inference_mode():
-        prediction = method.predict(batch)
-    if prediction.maps is not None and "saliency" in prediction.maps:
-        return prediction.probs, prediction.maps["saliency"][:, 0], "native"
-    return prediction.probs, explain(method.classifier(), batch.images, method="gradcam"), "gradcam"
-
-
 def score(method: Method, dataset: Any, batch_size: int) -> Scores:
-    device = next(method.parameters()).device
-    probs, labels, patients, ccs, sources, empty = [], [], [], [], set(), 0
-    for batch in make_loader(dataset, batch_size, shuffle=False):
-        batch = batch.to(device)
-        batch_probs, maps, source = attention_maps(method, batch)
-        sources.add(source)
-        probs.append(batch_probs.float().cpu().numpy())
-        n = len(batch)
-        labels.append(
-            batch.labels.cpu().numpy()
-            if batch.labels is not None
-            else np.full((n, method.num_classes), np.nan)
-        )
-        patients += [m.patient_id for m in batch.meta]
-        for i in range(n):
-            has_gaze = batch.gaze_valid is not None and bool(batch.gaze_valid[i])
-            ccs.append(cc(maps[i], batch.gaze_maps[i]) if has_gaze else np.nan)
-            empty += int(has_gaze and bool(maps[i].max() <= 0))
-    return Scores(
-        np.concatenate(probs), np.concatenate(labels), patients, np.array(ccs), "/".join(sources), empty
-    )
-
-
-def paired_mean_test(
-    values_a: ArrayLike,
-    values_b: ArrayLike,
-    patient_ids: ArrayLike,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    metric: str = "mean",
-) -> dict:
-    """Difference of per-image means, mean(A) - mean(B), over images where both are defined, with a
-    paired patient-bootstrap interval and two-sided p-value (the convention of
-    ``paired_bootstrap_test``: resampled differences centred on the observed one, +1 smoothing)."""
-    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
-    keep = ~np.isnan(a) & ~np.isnan(b)
-    if not keep.any():
-        raise ValueError("no image has a value for both models")
-    a, b = a[keep], b[keep]
-    groups = patient_groups(np.asarray(patient_ids)[keep], int(keep.sum()))
-
-    def means(weights: np.ndarray) -> dict[str, np.ndarray]:
-        total = weights.sum(axis=1)
-        return {"a": weights @ a / total, "b": weights @ b / total, "difference": weights @ (a - b) / total}
-
-    observed = {k: float(v[0]) for k, v in means(np.ones((1, a.size))).items()}
-    boots = bootstrap(means, groups, n_boot, seed)
-    shifted = boots["difference"] - observed["difference"]
-    p_value = (1 + np.sum(np.abs(shifted) >= abs(observed["difference"]))) / (1 + shifted.size)
-    return {
-        "metric": metric,
-        "model_a": observed["a"],
-        "model_b": observed["b"],
-        **with_ci("difference", observed["difference"], boots["difference"]),
-        "p_value": json_float(p_value),
-        "n_images": int(a.size),
-        "n_boot": n_boot,
-        "seed": seed,
-    }
+    found = collect(method, dataset, batch_size, {"attention": ATTENTION}, description="scoring")
+    attention, probs = found.maps["attention"], found.prob_matrix
+    gaze_cc, empty = np.full(len(probs), np.nan), 0
+    for image, heat, (gaze_map, _) in zip(attention.images, attention.maps, attention.truth, strict=True):
+        if gaze_map is not None:
+            gaze_cc[image] = cc(heat, gaze_map)
+            empty += int(heat.max() <= 0)
+    return Scores(probs, found.label_matrix, found.patient_ids, gaze_cc, "/".join(attention.kinds), empty)
 
 
 def compare(
@@ -246,13 +181,6 @@ def compare(
     }
 
 
-def _interval(row: dict, key: str) -> str:
-    value, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    if value is None:
-        return "n/a"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
-
-
 def markdown(table: dict, title: str) -> str:
     ref, budget = table["reference"], table["budget_epochs"]
     lines = [
@@ -272,7 +200,7 @@ def markdown(table: dict, title: str) -> str:
         tests = row.get("vs_reference", {})
         cells = [f"`{name}`" + (" (ref)" if name == ref else ""), ", ".join(row["stages"])]
         for key, test in (("auroc_macro", tests.get("auroc_macro")), ("gaze_cc", tests.get("gaze_cc"))):
-            cells.append(_interval(row, key))
+            cells.append(section_cell(row, key))
             if key == "gaze_cc":
                 empty = (
                     f", {row['n_empty_maps']}/{row['n_images_with_gaze']} empty"
@@ -281,12 +209,9 @@ def markdown(table: dict, title: str) -> str:
                 )
                 cells.append(row["map_source"] + empty)
             if test is None:
-                cells += ["—", "—"]
+                cells += [NOT_TESTED, NOT_TESTED]
             else:
-                cells += [
-                    _interval(test, "difference"),
-                    "n/a" if test["p_value"] is None else f"{test['p_value']:.3f}",
-                ]
+                cells += [section_cell(test, "difference"), number(test["p_value"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *(f"- `{name}`: {text}" for name, text in table["descriptions"].items() if text)]
     return "\n".join(lines) + "\n"
@@ -303,19 +228,16 @@ def attention_grid(methods: dict[str, Method], dataset: Any, path: Path, n: int 
             break
     if not samples:
         return None
-    batch = collate(samples)
     columns = {}
     for name, method in methods.items():
-        device = next(method.parameters()).device
-        _, maps, source = attention_maps(method, batch.to(device))
-        columns[f"{name} ({source})"] = maps.cpu()
+        found = collect(method, samples, len(samples), {"attention": ATTENTION}, description=name)
+        attention = found.maps["attention"]
+        columns[f"{name} ({'/'.join(attention.kinds)})"] = attention.maps
     rows = []
     for i, sample in enumerate(samples):
         image = sample.image[0].numpy()
         row = [overlay(image, gaze_map=sample.gaze_map, fixations=sample.fixations, title="true gaze")]
-        row += [
-            overlay(image, maps[i].numpy() / max(float(maps[i].max()), 1e-12)) for maps in columns.values()
-        ]
+        row += [overlay(image, maps[i] / max(float(maps[i].max()), 1e-12)) for maps in columns.values()]
         rows.append(row)
     return save_grid(rows, path, titles=["image + gaze", *columns])
 

@@ -21,26 +21,25 @@ best baseline per class, with a paired patient-bootstrap CI, next to the publish
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import track
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
 from radsight.data.assemble import build_splits
-from radsight.data.sample import Batch, make_loader
+from radsight.data.sample import Batch
 from radsight.errors import ConfigError
-from radsight.evaluate import lesion_targets
-from radsight.explain.cam import eval_mode, explain, normalise_maps
-from radsight.methods import Method, load_method
+from radsight.evaluate import NATIVE, MapKind, MapRequest, MapSet, collect, explanation, lesion_pairs
+from radsight.explain.cam import eval_mode, normalise_maps
+from radsight.methods import Method, Prediction, load_method
 from radsight.metrics.bootstrap import json_float, patient_groups, percentile_ci, weight_blocks
 from radsight.metrics.localization import localization_section, overlap_at_thresholds
+from radsight.report.cells import number, section_cell
 
 PUBLISHED_GAIN = {"benign": 0.396, "malignant": 0.200}
 """GLAM's published relative Dice gains over the best weakly-supervised baseline (Liu et al., 2021)."""
@@ -48,28 +47,19 @@ PUBLISHED_GAIN = {"benign": 0.396, "malignant": 0.200}
 METRICS = ("dice_best", "iou_best", "dice_at_threshold", "iou_at_threshold", "soft_dice", "pointing_game")
 HEADLINE = "dice_best"
 
-MapFn = Callable[[Method, Batch, list[int], list[int]], Tensor]
 
-
-def native_maps(method: Method, batch: Batch, images: list[int], targets: list[int]) -> Tensor:
-    """The method's own per-class map ("saliency" of its prediction) for each (image, class)."""
-    saliency = method.predict(batch).maps["saliency"]
-    return saliency[images, targets]
-
-
-def glam_global_maps(method: Method, batch: Batch, images: list[int], targets: list[int]) -> Tensor:
-    """A trained GLAM's global map alone (its local module skipped): what the local module adds."""
+def _glam_global_maps(
+    method: Method, prediction: Prediction, batch: Batch, images: list[int], targets: list[int]
+) -> Tensor:
     network = method.classifier()
-    output = network.run(batch.images, local=False)
+    with torch.no_grad():
+        output = network.run(batch.images, local=False)
     return network.saliency(output, batch.images.shape[-2:])[images, targets]
 
 
-def gradcam_maps(method: Method, batch: Batch, images: list[int], targets: list[int]) -> Tensor:
-    return explain(method.classifier(), batch.images[images], method="gradcam", targets=targets)
-
-
-def cam_maps(method: Method, batch: Batch, images: list[int], targets: list[int]) -> Tensor:
-    """CAM (Zhou et al., 2016): the last feature map weighed by the linear head's class weights."""
+def _cam_maps(
+    method: Method, prediction: Prediction, batch: Batch, images: list[int], targets: list[int]
+) -> Tensor:
     backbone = getattr(method, "backbone", None)
     linear = [m for m in getattr(method, "head", nn.Identity()).modules() if isinstance(m, nn.Linear)]
     if backbone is None or len(linear) != 1:
@@ -80,44 +70,22 @@ def cam_maps(method: Method, batch: Batch, images: list[int], targets: list[int]
     return normalise_maps(torch.einsum("nchw,nc->nhw", features, weights), batch.images.shape[-2:])
 
 
-MAP_KINDS: dict[str, MapFn] = {
-    "native": native_maps,
-    "glam_global": glam_global_maps,
-    "gradcam": gradcam_maps,
-    "cam": cam_maps,
-}
+GLAM_GLOBAL = MapKind("glam_global", _glam_global_maps)
+"""A trained GLAM's global map alone (its local module skipped): what the local module adds."""
+
+CAM = MapKind("cam", _cam_maps)
+"""CAM (Zhou et al., 2016): the last feature map weighed by the linear head's class weights."""
+
+MAP_KINDS = {kind.name: kind for kind in (NATIVE, GLAM_GLOBAL, explanation("gradcam"), CAM)}
 
 
-@dataclass
-class Scored:
-    """Maps of one row for every (image, class) pair with a lesion mask, in test-set order."""
-
-    maps: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    patients: list[str] = field(default_factory=list)
+def lesion_maps(method: Method, dataset: Dataset, kinds: Sequence[str], batch_size: int) -> dict[str, MapSet]:
+    """One pass of ``method`` over ``dataset``: its map of each kind for every annotated lesion class."""
+    requests = {kind: MapRequest(lesion_pairs, MAP_KINDS[kind]) for kind in kinds}
+    return collect(method, dataset, batch_size, requests, description=", ".join(kinds)).maps
 
 
-def lesion_maps(method: Method, dataset: Dataset, kind: str, batch_size: int) -> Scored:
-    """Run ``method`` over ``dataset`` and keep its ``kind`` map for each annotated lesion class."""
-    method.eval()
-    device = next(method.parameters()).device
-    scored = Scored()
-    for batch in track(make_loader(dataset, batch_size, shuffle=False), description=kind, transient=True):
-        batch = batch.to(device)
-        pairs = list(lesion_targets(batch, method.label_names))
-        if not pairs:
-            continue
-        with torch.inference_mode(kind != "gradcam"):
-            maps = MAP_KINDS[kind](method, batch, [i for i, _, _ in pairs], [k for _, k, _ in pairs])
-        scored.maps += [m.float().cpu().numpy().astype(np.float16) for m in maps]
-        scored.masks += [np.asarray(truth) for _, _, truth in pairs]
-        scored.labels += [method.label_names[k] for _, k, _ in pairs]
-        scored.patients += [batch.meta[i].patient_id for i, _, _ in pairs]
-    return scored
-
-
-def row_metrics(scored: Scored, labels: Sequence[str], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+def row_metrics(scored: MapSet, labels: Sequence[str], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
     """Localization metrics with CIs, for all lesions and per class."""
     out = {}
     for label in ["all", *labels]:
@@ -126,7 +94,7 @@ def row_metrics(scored: Scored, labels: Sequence[str], n_boot: int, seed: int) -
             continue
         section = localization_section(
             [scored.maps[j].astype(np.float32) for j in index],
-            [scored.masks[j] for j in index],
+            [scored.truth[j] for j in index],
             patient_ids=[scored.patients[j] for j in index],
             n_boot=n_boot,
             seed=seed,
@@ -136,17 +104,17 @@ def row_metrics(scored: Scored, labels: Sequence[str], n_boot: int, seed: int) -
     return out
 
 
-def per_lesion_dice(scored: Scored, index: list[int], threshold: float) -> np.ndarray:
+def per_lesion_dice(scored: MapSet, index: list[int], threshold: float) -> np.ndarray:
     return np.array(
         [
-            overlap_at_thresholds(scored.maps[j].astype(np.float32), scored.masks[j], [threshold])[0][0]
+            overlap_at_thresholds(scored.maps[j].astype(np.float32), scored.truth[j], [threshold])[0][0]
             for j in index
         ]
     )
 
 
 def relative_gain(
-    glam: Scored, baseline: Scored, label: str, thresholds: tuple[float, float], n_boot: int, seed: int
+    glam: MapSet, baseline: MapSet, label: str, thresholds: tuple[float, float], n_boot: int, seed: int
 ) -> dict[str, float | None]:
     """GLAM's mean Dice over the baseline's, minus 1, with a paired patient-bootstrap 95% CI."""
     index = [j for j, name in enumerate(glam.labels) if name == label]
@@ -167,18 +135,21 @@ def relative_gain(
 def compare(
     runs: dict[str, tuple[Path, str]], glam_row: str, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Score every row (name -> (run folder, map kind)) on the test split of the GLAM run's recipe."""
-    methods = {name: load_method(path) for name, (path, _) in runs.items()}
-    _, recipe = methods[glam_row]
-    for name, (_, other) in methods.items():
+    """Score every row (name -> (run folder, map kind)) on the test split of the GLAM run's recipe; the
+    rows of one run come from one pass over the test set."""
+    loaded = {path: load_method(path) for path, _ in runs.values()}
+    _, recipe = loaded[runs[glam_row][0]]
+    for name, (path, _) in runs.items():
+        other = loaded[path][1]
         if other.data != recipe.data or other.seed != recipe.seed:
             raise ConfigError(f"run {name!r} was trained on other data than the GLAM run: no common test set")
     test = build_splits(recipe.data, recipe.seed).test
     labels = list(recipe.data.labels)
-    scored = {
-        name: lesion_maps(methods[name][0], test, kind, recipe.data.batch_size)
-        for name, (_, kind) in runs.items()
+    maps = {
+        path: lesion_maps(method, test, [k for p, k in runs.values() if p == path], recipe.data.batch_size)
+        for path, (method, _) in loaded.items()
     }
+    scored = {name: maps[path][kind] for name, (path, kind) in runs.items()}
     rows = {name: row_metrics(s, labels, n_boot, seed) for name, s in scored.items()}
     gains: dict[str, Any] = {}
     for label in labels:
@@ -203,14 +174,6 @@ def compare(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    def cell(section: dict[str, Any], key: str) -> str:
-        value, low, high = section.get(key), section.get(f"{key}_ci_low"), section.get(f"{key}_ci_high")
-        if value is None:
-            return "n/a"
-        return (
-            f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
-        )
-
     lines = [
         "# GLAM against its baselines: lesion localization on the test split",
         "",
@@ -224,10 +187,11 @@ def markdown(result: dict[str, Any]) -> str:
     for name, sections in result["rows"].items():
         for label, s in sections.items():
             cells = [
-                cell(s, key) for key in ("dice_best", "iou_best", "dice_at_threshold", "iou_at_threshold")
+                section_cell(s, key)
+                for key in ("dice_best", "iou_best", "dice_at_threshold", "iou_at_threshold")
             ]
-            cells.insert(1, f"{s['dice_best_threshold']:.2f}")
-            cells += [cell(s, "soft_dice"), cell(s, "pointing_game")]
+            cells.insert(1, number(s["dice_best_threshold"], 2))
+            cells += [section_cell(s, "soft_dice"), section_cell(s, "pointing_game")]
             lines.append(f"| {name} | {label} | {s['n_images']} | " + " | ".join(cells) + " |")
     lines += ["", "## Closing note", ""]
     for label, gain in result["relative_dice_gain"].items():
