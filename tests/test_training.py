@@ -52,7 +52,7 @@ def test_exported_model_reloads_without_pickle_and_predicts_the_same(trained_mod
 
 def test_linear_stage_trains_only_the_head():
     method = SupervisedClassifier(
-        ["a", "b"], "multilabel", {"backbone": "tiny_cnn"}, [StageConfig(name="linear").model_dump()]
+        ["a", "b"], "multilabel", {"backbone": "tiny_cnn"}, [StageConfig(name="linear")]
     )
     method.set_stage("linear")
     batch = collate([PhantomChestXray(2, size=(64, 64), seed=0)[i] for i in range(2)])

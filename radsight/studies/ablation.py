@@ -44,7 +44,7 @@ from radsight.errors import ConfigError
 from radsight.evaluate import evaluate
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay, save_grid
-from radsight.methods import Method
+from radsight.methods import Method, check_recipe
 from radsight.metrics.bootstrap import bootstrap, json_float, mean_with_ci, patient_groups, with_ci
 from radsight.metrics.classification import classification_section, paired_bootstrap_test
 from radsight.metrics.saliency import cc
@@ -99,7 +99,7 @@ def variant_recipes(config: AblationConfig, base: Path, overrides: list[str]) ->
             raise ConfigError(
                 f"variant {variant.name!r} trains {total} epochs in all; the budget is {config.epochs}"
             )
-        recipes[variant.name] = recipe
+        recipes[variant.name] = check_recipe(recipe)
     reference = recipes[config.reference]
     for name, recipe in recipes.items():
         for field in ("data", "seed", "trainer"):

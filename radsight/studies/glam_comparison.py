@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
-from radsight.data.assemble import build_splits
+from radsight.data.assemble import SPLITS_FILE, build_splits
 from radsight.data.sample import Batch, make_loader
 from radsight.errors import ConfigError
 from radsight.evaluate import lesion_targets
@@ -167,13 +167,14 @@ def relative_gain(
 def compare(
     runs: dict[str, tuple[Path, str]], glam_row: str, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Score every row (name -> (run folder, map kind)) on the test split of the GLAM run's recipe."""
+    """Score every row (name -> (run folder, map kind)) on the GLAM run's own test split."""
     methods = {name: load_method(path) for name, (path, _) in runs.items()}
     _, recipe = methods[glam_row]
     for name, (_, other) in methods.items():
         if other.data != recipe.data or other.seed != recipe.seed:
             raise ConfigError(f"run {name!r} was trained on other data than the GLAM run: no common test set")
-    test = build_splits(recipe.data, recipe.seed).test
+    stored = runs[glam_row][0] / SPLITS_FILE
+    test = build_splits(recipe.data, recipe.seed, stored=stored, required=["test"]).test
     labels = list(recipe.data.labels)
     scored = {
         name: lesion_maps(methods[name][0], test, kind, recipe.data.batch_size)

@@ -36,7 +36,7 @@ class NYUMammo(SourceDataset):
         """``cropped``: read the cropped model inputs (with lesion masks) or the originals (no masks, as
         the masks exist only in the cropped frame)."""
         self.cropped = cropped
-        options.setdefault("read_options", {"bits_stored": 16 if cropped else 12})
+        options.setdefault("bits_stored", 16 if cropped else 12)
         super().__init__(root, **options)
 
     def _scan(self) -> list[Record]:
