@@ -136,20 +136,28 @@ def evaluate(
     options: SetOption = [],  # noqa: B006
     n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for the CIs")] = None,
 ) -> None:
-    """Evaluate a trained model on a dataset source, or on its recipe's test split.
+    """Evaluate a trained model on a dataset source, or on its own test split (from its splits.json).
 
     On a source, images of patients the model trained or validated on are left out (with a warning).
+    The bootstrap is seeded by the model's recipe, as at training time.
     """
     from radsight.config import SourceSpec
-    from radsight.data.assemble import LabelledUnion, build_source, build_splits, without_patients_of_run
+    from radsight.data.assemble import (
+        SPLITS_FILE,
+        LabelledUnion,
+        build_source,
+        build_splits,
+        without_patients_of_run,
+    )
     from radsight.data.transforms import build_transforms
     from radsight.evaluate import evaluate as run_evaluation
-    from radsight.methods import load_method
+    from radsight.methods import check_recipe, load_method
 
     method, recipe = load_method(model)
     config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
     if source is None:
-        dataset = build_splits(recipe.data, recipe.seed).test
+        check_recipe(recipe)
+        dataset = build_splits(recipe.data, recipe.seed, stored=model / SPLITS_FILE, required=["test"]).test
         title = f"{recipe.name}: test split"
     else:
         spec = SourceSpec(
@@ -164,7 +172,9 @@ def evaluate(
         title = f"{recipe.name} on {source}"
         if left_out:
             title += f" ({left_out} images of training patients left out)"
-    metrics = run_evaluation(method, dataset, out, config, title=title, batch_size=recipe.data.batch_size)
+    metrics = run_evaluation(
+        method, dataset, out, config, title=title, batch_size=recipe.data.batch_size, seed=recipe.seed
+    )
     _print_headline(metrics, out)
 
 

@@ -3,14 +3,19 @@
 A recipe names its data sources, the label list, the method and its model options, the training
 stages in order, the trainer (devices, strategy, precision) and the evaluation. ``--set a.b=value``
 overrides any field from the command line.
+
+This module checks a recipe's own schema and every value's range. What the recipe names elsewhere (the
+method's options and stage names, each source's options) is checked against the method and source
+registries by ``radsight.methods.registry.check_recipe``, still before any data is read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +30,58 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Options = TypeVar("Options", bound=BaseModel)
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+"""What numpy's and Lightning's seeding accept."""
+
+ImageSide = Annotated[int, Field(ge=8)]
+
+PRECISIONS = Literal[
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+]
+"""The precision strings Lightning's Trainer accepts."""
+
+ACCELERATORS = Literal["auto", "cpu", "cuda", "gpu", "mps", "tpu"]
+"""Lightning's registered accelerators plus its aliases ``auto`` and ``gpu``."""
+
+
+def validation_problems(error: ValidationError) -> str:
+    """Pydantic's errors as ``place: problem`` joined on one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+    )
+
+
+def validate_options(schema: type[Options], values: Mapping[str, Any], what: str) -> Options:
+    """``values`` read as ``schema``, or one ConfigError line: unknown keys named with the allowed ones,
+    or every other problem (a wrong type, a missing value) with its key."""
+    allowed = sorted(schema.model_fields)
+    unknown = sorted(str(key) for key in set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what}: unknown option(s) {unknown}; allowed options: {allowed}")
+    try:
+        return schema.model_validate(dict(values))
+    except ValidationError as error:
+        raise ConfigError(f"{what}: invalid option(s) ({validation_problems(error)})") from None
+
+
+def repeated(names: list[str]) -> list[str]:
+    """The names listed more than once, sorted."""
+    return sorted({name for name in names if names.count(name) > 1})
+
+
 class SourceSpec(Strict):
     """One dataset source: its registry name, root folder and keyword options."""
 
@@ -34,19 +91,19 @@ class SourceSpec(Strict):
 
 
 class DataConfig(Strict):
-    sources: list[SourceSpec]
-    labels: list[str]
-    image_size: tuple[int, int] = (224, 224)
+    sources: list[SourceSpec] = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    image_size: tuple[ImageSide, ImageSide] = (224, 224)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    budget: int | None = Field(None, description="labelled images per class kept in the training split")
-    budget_seed: int | None = Field(None, description="seed of the budget subset (default: the recipe seed)")
+    budget: int | None = Field(None, ge=1, description="labelled images per class kept in the training split")
+    budget_seed: Seed | None = Field(None, description="seed of the budget subset (default: the recipe seed)")
     augment: bool = True
-    gaze_sigma_fraction: float | None = None
+    gaze_sigma_fraction: float | None = Field(None, gt=0, le=1)
     pseudo_gaze: bool = Field(
         False, description="stand-in fixations from boxes where gaze is absent (radsight.data.pseudo_gaze)"
     )
-    batch_size: int = 16
-    num_workers: int = 0
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(0, ge=0)
     on_bad_file: Literal["raise", "skip"] = "raise"
 
     @field_validator("split")
@@ -54,6 +111,15 @@ class DataConfig(Strict):
     def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
         if abs(sum(value) - 1.0) > 1e-6 or min(value) < 0:
             raise ValueError(f"split fractions must be non-negative and sum to 1, got {value}")
+        if value[0] == 0 or value[2] == 0:
+            raise ValueError(f"the train and test fractions must be above 0, got {value}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_differ(cls, value: list[str]) -> list[str]:
+        if repeats := repeated(value):
+            raise ValueError(f"label(s) {repeats} listed more than once")
         return value
 
     @model_validator(mode="after")
@@ -84,9 +150,9 @@ class StageConfig(Strict):
     """A named training step with its own optimiser settings; methods define what each name trains."""
 
     name: str
-    epochs: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"
     data: StageData | None = Field(
@@ -97,32 +163,57 @@ class StageConfig(Strict):
 class TrainerConfig(Strict):
     """Passed to Lightning's Trainer: the same recipe runs on a laptop CPU or many GPU nodes."""
 
-    accelerator: str = "auto"
+    accelerator: ACCELERATORS = Field(
+        "auto", description="gpu/cuda is refused at training time when torch sees no GPU"
+    )
     devices: int | str = 1
-    num_nodes: int = 1
+    num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: PRECISIONS = "32-true"
     limit_train_batches: int | float | None = None
-    gradient_clip_val: float | None = None
+    gradient_clip_val: float | None = Field(None, gt=0)
     progress_bar: bool = True
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1 and value != -1:
+            raise ValueError(f"a count from 1, -1 (all) or a string such as 'auto', not {value}")
+        return value
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _batches_limit(cls, value: int | float | None) -> int | float | None:
+        if (isinstance(value, int) and value < 1) or (isinstance(value, float) and not 0 < value <= 1):
+            raise ValueError(f"a count from 1 or a fraction in (0, 1], not {value}")
+        return value
 
 
 class EvaluationConfig(Strict):
-    n_boot: int = 1000
+    n_boot: int = Field(1000, ge=1)
     explain: ExplanationMethod = "gradcam"
-    threshold: float | None = None
+    threshold: float | None = Field(None, ge=0, le=1)
 
 
 class Recipe(Strict):
     name: str
     method: str = "supervised"
     task: Literal["multilabel", "multiclass"] = "multilabel"
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig
-    model: dict[str, Any] = Field(default_factory=dict)
-    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="classify")])
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="the method's options (its options_class), checked by check_recipe"
+    )
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="classify")], min_length=1)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names_differ(cls, value: list[StageConfig]) -> list[StageConfig]:
+        if repeats := repeated([stage.name for stage in value]):
+            raise ValueError(f"stage(s) {repeats} listed more than once")
+        return value
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -181,10 +272,7 @@ def parse_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(_expand_all(raw))
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
-        )
-        raise ConfigError(f"{origin}: invalid recipe ({problems})") from None
+        raise ConfigError(f"{origin}: invalid recipe ({validation_problems(error)})") from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

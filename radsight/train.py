@@ -3,7 +3,8 @@ then evaluate on the test split the model never saw.
 
 Layout of a run folder:
   recipe.yaml             the recipe as resolved (overrides applied)
-  splits.json             train/val/test indices (by patient)
+  splits.json             train/val/test indices (by patient) and the image each index names; read back by
+                          --resume and by evaluation of the run's own test split
   patients.json           the patient ids of each split (evaluation elsewhere leaves train/val ones out)
   stages/<stage>/last.ckpt    Lightning checkpoint after the latest finished epoch (for --resume)
   stages/<stage>/done.json    written when the stage has finished; its weights are in stage.safetensors
@@ -22,17 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from radsight.checkpoints import AtomicCheckpointIO, export_model, load_weights, save_weights, write_json
-from radsight.config import Recipe
-from radsight.data.assemble import DataSplits, build_splits
+from radsight.config import Recipe, TrainerConfig
+from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
 from radsight.data.sample import make_loader
 from radsight.errors import ConfigError
 from radsight.evaluate import evaluate
-from radsight.methods import Method, build_method
+from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,15 @@ def _check_out_dir(out_dir: Path, resume: bool) -> None:
         )
 
 
+def _check_accelerator(trainer: TrainerConfig) -> None:
+    """A recipe for GPUs parses anywhere; training it on a machine without one is refused here."""
+    if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator: {trainer.accelerator!r} needs a GPU and torch finds none here; "
+            "use --set trainer.accelerator=cpu (or auto)"
+        )
+
+
 def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callback]) -> L.Trainer:
     cfg = recipe.trainer
     kwargs: dict[str, Any] = {}
@@ -130,18 +141,21 @@ def stage_loaders(method: Method, splits: DataSplits, stage: str) -> tuple[DataL
 
 
 def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept."""
+    """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept and the
+    stored split is used. The recipe is checked whole before any data is read."""
     out_dir = Path(out_dir)
+    check_recipe(recipe)
+    _check_accelerator(recipe.trainer)
     launching = is_launching_process()
     if launching:
         _check_out_dir(out_dir, resume)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    splits = build_splits(recipe.data, recipe.seed)
+    splits = build_splits(recipe.data, recipe.seed, stored=out_dir / SPLITS_FILE if resume else None)
     method = build_method(recipe, splits.label_names)
     if launching and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        write_json(out_dir / "splits.json", splits.indices)
+        write_json(out_dir / SPLITS_FILE, splits.to_json())
         write_json(out_dir / "patients.json", splits.patients)
     is_global_zero = True
     for stage in recipe.stages:

@@ -56,6 +56,15 @@ def test_a_variant_off_budget_or_on_other_data_is_refused(tmp_path: Path, recipe
         variant_recipes(*load_ablation(other), [])
 
 
+def test_a_variant_with_a_misspelt_model_option_is_refused_before_any_variant_trains(tmp_path, recipes_dir):
+    base = recipes_dir / "gaze_unet_cpu.yaml"
+    variants = [{"name": "staged"}, {"name": "narrow", "set": ["model.unet_widht=0.5"]}]
+    with pytest.raises(
+        ConfigError, match=r"unknown option\(s\) \['unet_widht'\]; allowed options: \[.*'unet_width'"
+    ):
+        variant_recipes(*load_ablation(write_ablation(tmp_path, base, variants, 6)), [])
+
+
 def test_paired_mean_test_by_hand():
     rng = np.random.default_rng(0)
     b = rng.normal(size=40)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 
-from radsight.config import apply_overrides, load_recipe
+from radsight.config import ACCELERATORS, PRECISIONS, apply_overrides, load_recipe
 from radsight.errors import ConfigError
+from radsight.methods import check_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -63,3 +65,62 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
         monkeypatch.setenv(variable, "/placeholder")
     recipe = load_recipe(path)
     assert recipe.stages and recipe.data.labels
+    check_recipe(recipe)  # its method options, stage names and source options too
+
+
+@pytest.mark.parametrize(
+    ("override", "place"),
+    [
+        ("stages.0.epochs=0", "stages.0.epochs: Input should be greater than or equal to 1"),
+        ("stages.0.lr=0", "stages.0.lr: Input should be greater than 0"),
+        ("stages.0.weight_decay=-0.1", "stages.0.weight_decay: Input should be greater than or equal to 0"),
+        ("stages=[{name: classify}, {name: classify}]", "stage(s) ['classify'] listed more than once"),
+        ("stages=[]", "stages: List should have at least 1 item"),
+        ("data.batch_size=0", "data.batch_size: Input should be greater than or equal to 1"),
+        ("data.num_workers=-1", "data.num_workers: Input should be greater than or equal to 0"),
+        ("data.image_size=[4, 128]", "data.image_size.0: Input should be greater than or equal to 8"),
+        ("data.split=[0.0, 0.5, 0.5]", "train and test fractions must be above 0"),
+        ("data.split=[0.8, 0.2, 0.0]", "train and test fractions must be above 0"),
+        ("data.budget=0", "data.budget: Input should be greater than or equal to 1"),
+        ("data.budget_seed=-2", "data.budget_seed: Input should be greater than or equal to 0"),
+        ("data.gaze_sigma_fraction=0", "data.gaze_sigma_fraction: Input should be greater than 0"),
+        ("data.labels=[]", "data.labels: List should have at least 1 item"),
+        ("data.labels=[nodule, nodule]", "label(s) ['nodule'] listed more than once"),
+        ("data.sources=[]", "data.sources: List should have at least 1 item"),
+        ("seed=-1", "seed: Input should be greater than or equal to 0"),
+        ("evaluation.n_boot=0", "evaluation.n_boot: Input should be greater than or equal to 1"),
+        ("evaluation.threshold=1.5", "evaluation.threshold: Input should be less than or equal to 1"),
+        ("trainer.precision=16-bits", "trainer.precision: Input should be 'transformer-engine'"),
+        ("trainer.accelerator=gpus", "trainer.accelerator: Input should be 'auto', 'cpu', 'cuda', 'gpu'"),
+        ("trainer.devices=0", "trainer.devices: Value error, a count from 1, -1 (all)"),
+        ("trainer.num_nodes=0", "trainer.num_nodes: Input should be greater than or equal to 1"),
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches: Value error, a count from 1"),
+        ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches: Value error, a count from 1"),
+        ("trainer.gradient_clip_val=0", "trainer.gradient_clip_val: Input should be greater than 0"),
+    ],
+)
+def test_each_out_of_range_value_is_one_line_naming_its_place(recipes_dir, override, place):
+    recipe = recipes_dir / "baseline_cpu.yaml"
+    with pytest.raises(ConfigError) as error:
+        load_recipe(recipe, [override])
+    message = str(error.value)
+    assert message.startswith(f"{recipe}: invalid recipe (") and place in message, message
+    assert "\n" not in message
+
+
+def test_values_at_the_edge_of_their_ranges_are_accepted(recipes_dir):
+    edges = ["stages.0.epochs=1", "data.batch_size=1", "data.image_size=[8, 8]", "data.num_workers=0"]
+    edges += ["trainer.devices=-1", "trainer.limit_train_batches=1.0", "trainer.limit_train_batches=1"]
+    edges += ["evaluation.n_boot=1", "evaluation.threshold=0", "data.split=[0.5, 0.0, 0.5]", "seed=0"]
+    edges += ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "stages.0.weight_decay=0"]
+    recipe = load_recipe(recipes_dir / "baseline_cpu.yaml", edges)  # a GPU recipe parses on any machine
+    assert recipe.trainer.accelerator == "gpu" and recipe.trainer.limit_train_batches == 1
+
+
+def test_precision_and_accelerator_names_are_the_ones_lightning_accepts():
+    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    lightning_precisions = set(get_args(_PRECISION_INPUT_STR)) | set(get_args(_PRECISION_INPUT_STR_ALIAS))
+    assert set(get_args(PRECISIONS)) == lightning_precisions
+    assert set(get_args(ACCELERATORS)) == set(AcceleratorRegistry.available_accelerators()) | {"auto", "gpu"}

@@ -35,7 +35,7 @@ from radsight.config import DataConfig, Recipe, SourceSpec, StageConfig
 from radsight.data.sample import Batch, Sample, collate
 from radsight.data.sources import SOURCES, source_class
 from radsight.data.sources.phantoms_mammo import PhantomMammogram
-from radsight.methods.registry import METHODS, export_config, load_method, method_class
+from radsight.methods.registry import METHODS, build_method, export_config, load_method, method_class
 
 # ---------------------------------------------------------------- methods
 
@@ -84,12 +84,7 @@ def tiny_recipe(name: str) -> Recipe:
 def build_tiny(name: str):
     recipe = tiny_recipe(name)
     torch.manual_seed(0)
-    return method_class(name)(
-        label_names=list(tiny(name).label_names),
-        task=recipe.task,
-        model=recipe.model,
-        stages=[stage.model_dump() for stage in recipe.stages],
-    )
+    return build_method(recipe, list(tiny(name).label_names))
 
 
 def owner(parameter: str) -> str:

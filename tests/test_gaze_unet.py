@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import run_cli
 from safetensors.torch import load_file
 
+from radsight.config import StageConfig
 from radsight.data.sample import Batch, collate
 from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.data.transforms import build_transforms
@@ -26,7 +27,7 @@ TINY = {"backbone": "tiny_cnn", "unet_width": 1 / 16, "fusion_features": 16, "pr
 def make_method(**options) -> GazeUNet:
     torch.manual_seed(0)
     return GazeUNet(
-        ["nodule", "opacity"], "multilabel", {**TINY, **options}, [{"name": name} for name in STAGES]
+        ["nodule", "opacity"], "multilabel", {**TINY, **options}, [StageConfig(name=name) for name in STAGES]
     )
 
 

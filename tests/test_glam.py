@@ -14,6 +14,7 @@ from conftest import run_cli
 from PIL import Image
 from torchvision.models import resnet18
 
+from radsight.config import StageConfig
 from radsight.data.sample import collate
 from radsight.data.sources.phantoms_mammo import PhantomMammogram
 from radsight.errors import ConfigError
@@ -35,10 +36,10 @@ TINY = {
     "patches": {"size": [64, 64]},
 }
 """A GLAM for 256 x 192 images: 16-pixel map cells, 64-pixel patches, local maps at stride 8."""
-ALL_STAGES = [{"name": "global"}, {"name": "local"}, {"name": "joint"}]
+ALL_STAGES = [StageConfig(name="global"), StageConfig(name="local"), StageConfig(name="joint")]
 
 
-def tiny_glam(stages: list[dict] = ALL_STAGES, **changes) -> GLAM:
+def tiny_glam(stages: list[StageConfig] = ALL_STAGES, **changes) -> GLAM:
     torch.manual_seed(0)
     return GLAM(LABELS, "multilabel", {**TINY, **changes}, stages)
 
@@ -162,7 +163,7 @@ def test_classifier_gives_logits_and_native_maps_for_explanations() -> None:
 
 
 def test_global_only_model_predicts_from_the_global_module() -> None:
-    model = tiny_glam([{"name": "global"}]).eval()
+    model = tiny_glam([StageConfig(name="global")]).eval()
     images = torch.rand(1, 1, 256, 192)
     with torch.no_grad():
         prediction = model.predict(collate_images(images))
@@ -259,7 +260,9 @@ def tiny_runs(recipes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     model = {"model": json.dumps(TINY)}
     return {
         "glam": train_cli(
-            recipes_dir / "glam_cpu.yaml", root / "glam", {**model, "stages": json.dumps(ALL_STAGES)}
+            recipes_dir / "glam_cpu.yaml",
+            root / "glam",
+            {**model, "stages": "[{name: global}, {name: local}, {name: joint}]"},
         ),
         "global": train_cli(
             recipes_dir / "glam_cpu.yaml", root / "global", {**model, "stages": "[{name: global}]"}

@@ -58,7 +58,7 @@ def test_exported_model_reloads_without_pickle_and_predicts_the_same(trained_mod
 
 def test_linear_stage_trains_only_the_head():
     method = SupervisedClassifier(
-        ["a", "b"], "multilabel", {"backbone": "tiny_cnn"}, [StageConfig(name="linear").model_dump()]
+        ["a", "b"], "multilabel", {"backbone": "tiny_cnn"}, [StageConfig(name="linear")]
     )
     method.set_stage("linear")
     batch = collate([PhantomChestXray(2, size=(64, 64), seed=0)[i] for i in range(2)])
@@ -148,7 +148,8 @@ def _splits_and_method(stages: list[dict], method_class=SupervisedClassifier):
         batch_size=8,
         budget=2,
     )
-    method = method_class(["nodule", "opacity"], "multilabel", {"backbone": "tiny_cnn"}, stages)
+    stage_configs = [StageConfig.model_validate(stage) for stage in stages]
+    method = method_class(["nodule", "opacity"], "multilabel", {"backbone": "tiny_cnn"}, stage_configs)
     return build_splits(data, seed=0), method
 
 

@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
-from radsight.config import DataConfig, Pool, SourceSpec
+from radsight.config import DataConfig, Pool, SourceSpec, Strict, validate_options
 from radsight.data.sample import Sample
-from radsight.data.sources import source_class
+from radsight.data.sources import options_schema, source_class
 from radsight.data.sources.base import SourceDataset, Transform
-from radsight.data.splits import label_budget_subsets, patient_split
+from radsight.data.splits import SPLIT_NAMES, label_budget_subsets, patient_split
 from radsight.data.transforms import AlignBreast, build_transforms
 from radsight.errors import ConfigError, DataError
 
@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 
 ALIGN_BREAST = "align_breast"
 """Source option understood for every source: mirror mammograms so all breasts face the same way."""
+
+
+SPLITS_FILE = "splits.json"
+"""A run folder's record of its split (``DataSplits.to_json``), read back by ``build_splits``."""
+
+
+class GenericSourceOptions(Strict):
+    """Options every source accepts beside the ones its constructor declares."""
+
+    align_breast: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,22 @@ def evaluation_pipeline(data: DataConfig) -> EvaluationPipeline:
     return EvaluationPipeline(tuple(SourceReading.of(spec) for spec in data.sources), transform)
 
 
+def source_options(spec: SourceSpec) -> dict[str, Any]:
+    """The options a recipe gives one source, checked against what the source declares (and a root
+    folder where it reads files), as one ConfigError line; nothing is read from disk."""
+    cls = source_class(spec.name)
+    schema = options_schema(cls, GenericSourceOptions)
+    checked = validate_options(schema, spec.options, f"data source {spec.name!r}")
+    if spec.root is None and _reads_files(cls):
+        raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
+    return {key: getattr(checked, key) for key in checked.model_fields_set}
+
+
+def _reads_files(cls: type) -> bool:
+    """File sources take a root folder; the phantoms draw their images."""
+    return "root" in inspect.signature(cls).parameters
+
+
 def build_source(spec: SourceSpec, on_bad_file: str = "raise", reading: SourceReading | None = None) -> Any:
     """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
 
@@ -112,14 +138,13 @@ def build_source(spec: SourceSpec, on_bad_file: str = "raise", reading: SourceRe
     """
     cls = source_class(spec.name)
     reading = reading or SourceReading.of(spec)
-    options = {key: value for key, value in spec.options.items() if key != ALIGN_BREAST}
+    options = source_options(spec)
+    options.pop(ALIGN_BREAST, None)
     if reading.align_breast:
         options["transform"] = reading.alignment()
-    if "root" not in inspect.signature(cls).parameters:
+    if not _reads_files(cls):
         return cls(**options)
-    if spec.root is None:
-        raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
-    return cls(Path(spec.root), on_bad_file=on_bad_file, **{**options, "read_options": reading.read_options})
+    return cls(Path(spec.root), on_bad_file=on_bad_file, **options)
 
 
 class LabelledUnion(Dataset):
@@ -177,6 +202,19 @@ class LabelledUnion(Dataset):
         ]
 
     @property
+    def image_ids(self) -> list[str]:
+        """``source:file`` of every image, ``#k`` added to the k-th repeat of one file (a dataset with
+        several readings of an image): unique names that a run's ``splits.json`` stores."""
+        seen: dict[str, int] = {}
+        names = []
+        for name, source in zip(self.names, self.sources, strict=True):
+            for image in source.image_ids:
+                key = f"{name}:{image}"
+                seen[key] = seen.get(key, 0) + 1
+                names.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+        return names
+
+    @property
     def label_matrix(self) -> np.ndarray:
         return np.concatenate(
             [np.stack([self._remap(k, row) for row in s.label_matrix]) for k, s in enumerate(self.sources)]
@@ -216,10 +254,12 @@ def _train_transform(data: DataConfig, augment: bool) -> Callable[[Sample], Samp
 
 @dataclass
 class DataSplits:
-    """Train/val/test views of one union, plus the indices that define them (saved with the run).
+    """Train/val/test views of one union, plus what defines them (saved with the run as splits.json).
 
     ``train`` is the labelled pool; :meth:`pool` gives the others. ``train_split`` is every image of
-    the training split, the ones a label budget left out included (the unlabelled pool).
+    the training split, the ones a label budget left out included (the unlabelled pool). ``images``
+    names every image of the union (source name and file, see ``LabelledUnion.image_ids``), so that a
+    later reading of ``splits.json`` finds the same images even if files came or went.
     """
 
     train: Dataset
@@ -228,6 +268,7 @@ class DataSplits:
     label_names: list[str]
     indices: dict[str, list[int]]
     patients: dict[str, list[str]]
+    images: list[str]
     union: LabelledUnion
     train_split: list[int]
     data: DataConfig
@@ -253,6 +294,10 @@ class DataSplits:
             raise DataError(None, "pool 'annotated': no labelled training image carries boxes, masks or gaze")
         return Subset(self.union.with_transform(transform), index)
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``splits.json`` holds: the indices of each split and the image each index names."""
+        return {**self.indices, "images": self.images}
+
 
 def build_union(data: DataConfig, pipeline: EvaluationPipeline) -> LabelledUnion:
     """The recipe's sources as one dataset, each reading its files as ``pipeline`` says, untransformed."""
@@ -263,33 +308,36 @@ def build_union(data: DataConfig, pipeline: EvaluationPipeline) -> LabelledUnion
     return LabelledUnion(sources, [spec.name for spec in data.sources], data.labels)
 
 
-def build_splits(data: DataConfig, seed: int) -> DataSplits:
+def build_splits(
+    data: DataConfig, seed: int, stored: Path | None = None, required: Sequence[str] = SPLIT_NAMES
+) -> DataSplits:
+    """The recipe's splits by patient (and label budget), computed from the current files.
+
+    With ``stored`` (a run's ``splits.json``) the run's own split is used instead, found again by image
+    name: a split recomputed differently (files came, went or changed) is one warning naming what
+    changed, and an image of a ``required`` split that is no longer there is a DataError (evaluation
+    needs only the test split, resuming a run all three).
+    """
     pipeline = evaluation_pipeline(data)
     union = build_union(data, pipeline)
-    labels = union.label_matrix
-    patient_ids = union.patient_ids
-    split = patient_split(patient_ids, fractions=data.split, seed=seed)
-    train_index = np.asarray(split["train"])
-    if data.budget is not None:
-        budget_seed = seed if data.budget_seed is None else data.budget_seed
-        subset = label_budget_subsets(labels[train_index], [data.budget], seed=budget_seed)[data.budget]
-        train_index = train_index[np.asarray(subset)]
-    for name, index in (("train", train_index), ("val", split["val"]), ("test", split["test"])):
+    indices = _split_indices(union, data, seed)
+    images = union.image_ids
+    if stored is not None:
+        indices = read_back_split(stored, images, indices, required)
+    for name, index in indices.items():
         if len(index) == 0 and (name != "val" or data.split[1] > 0):
             raise DataError(None, f"the {name} split is empty: the dataset has {len(union)} images")
+    held_out = set(indices["val"]) | set(indices["test"])
+    train_split = [i for i in range(len(union)) if i not in held_out]
     train_view = union.with_transform(_train_transform(data, data.augment))
     eval_view = union.with_transform(pipeline.transform)
-    indices = {
-        "train": train_index.tolist(),
-        "val": list(map(int, split["val"])),
-        "test": list(map(int, split["test"])),
-    }
     log.info(
         "splits by patient: train %d, val %d, test %d images",
         len(indices["train"]),
         len(indices["val"]),
         len(indices["test"]),
     )
+    patient_ids = union.patient_ids
     return DataSplits(
         train=Subset(train_view, indices["train"]),
         val=Subset(eval_view, indices["val"]),
@@ -298,9 +346,83 @@ def build_splits(data: DataConfig, seed: int) -> DataSplits:
         indices=indices,
         patients={name: sorted({patient_ids[i] for i in index}) for name, index in indices.items()},
         union=union,
-        train_split=list(map(int, split["train"])),
+        train_split=train_split,
         data=data,
+        images=images,
     )
+
+
+def _split_indices(union: LabelledUnion, data: DataConfig, seed: int) -> dict[str, list[int]]:
+    """Image indices of each split: patients dealt by ``patient_split``, the training split then cut
+    to the label budget."""
+    split = patient_split(union.patient_ids, fractions=data.split, seed=seed)
+    train_index = np.asarray(split["train"])
+    if data.budget is not None:
+        budget_seed = seed if data.budget_seed is None else data.budget_seed
+        labels = union.label_matrix
+        subset = label_budget_subsets(labels[train_index], [data.budget], seed=budget_seed)[data.budget]
+        train_index = train_index[np.asarray(subset)]
+    return {
+        "train": train_index.tolist(),
+        "val": list(map(int, split["val"])),
+        "test": list(map(int, split["test"])),
+    }
+
+
+def read_back_split(
+    path: Path, images: list[str], recomputed: dict[str, list[int]], required: Sequence[str] = SPLIT_NAMES
+) -> dict[str, list[int]]:
+    """The split stored in ``path``, as indices into the current ``images``.
+
+    Returns ``recomputed`` when it names the same images in the same order, or when ``path`` is missing
+    or holds no image names (a run from before they were stored; said in a warning). An image of a
+    ``required`` split that is no longer among ``images`` is a DataError, since evaluating or resuming
+    on other images than the run's would be a silently different experiment; the other splits keep
+    the images still there.
+    """
+    path = Path(path)
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if "images" not in saved:
+        log.warning("%s: no stored split with image names; the split is recomputed", path)
+        return recomputed
+    stored = {name: [saved["images"][i] for i in saved[name]] for name in SPLIT_NAMES}
+    current = {name: [images[i] for i in index] for name, index in recomputed.items()}
+    if stored == current:
+        return recomputed
+    position = {image: i for i, image in enumerate(images)}
+    for name in required:
+        lost = [image for image in stored[name] if image not in position]
+        if lost:
+            raise DataError(
+                path,
+                f"{len(lost)} image(s) of the stored {name} split are no longer in the data "
+                f"(e.g. {_examples(lost)}): the run's split cannot be rebuilt",
+            )
+    changes = _split_changes(saved["images"], images, stored, current)
+    log.warning("%s: %s; using the stored split", path, changes)
+    return {name: [position[image] for image in stored[name] if image in position] for name in SPLIT_NAMES}
+
+
+def _split_changes(
+    before: list[str], now: list[str], stored: dict[str, list[str]], current: dict[str, list[str]]
+) -> str:
+    """One clause saying how the split recomputed from the current files differs from the stored one."""
+    known_before, known_now = set(before), set(now)
+    gone = [image for image in before if image not in known_now]
+    new = [image for image in now if image not in known_before]
+    split_of = {image: name for name, split in stored.items() for image in split}
+    moved = [image for name, split in current.items() for image in split if split_of.get(image, name) != name]
+    changes = [
+        f"{len(found)} image(s) {what} (e.g. {_examples(found)})"
+        for found, what in ((gone, "vanished"), (new, "appeared"), (moved, "moved to another split"))
+        if found
+    ]
+    what = ", ".join(changes) or "the images are in another order"
+    return f"the split recomputed from the current files differs from the stored one: {what}"
+
+
+def _examples(images: list[str], count: int = 3) -> str:
+    return ", ".join(images[:count]) + (", ..." if len(images) > count else "")
 
 
 def without_patients_of_run(dataset: LabelledUnion, run_dir: Path) -> Dataset:

@@ -7,16 +7,16 @@ the network, ``stage_parameters`` and ``compute_loss``, and ``predict``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torch import Tensor, nn
 
-from radsight.config import StageConfig, StageData
+from radsight.config import StageConfig, StageData, validate_options
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 
@@ -51,25 +51,41 @@ class Method(L.LightningModule):
         self,
         label_names: list[str],
         task: str,
-        model: dict[str, Any],
-        stages: list[dict[str, Any]],
+        model: Mapping[str, Any],
+        stages: Sequence[StageConfig],
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Plain values only: Lightning checkpoints store these and resuming loads them with weights_only.
+        self.save_hyperparameters(
+            {
+                "label_names": list(label_names),
+                "task": task,
+                "model": dict(model),
+                "stages": [stage.model_dump() for stage in stages],
+            }
+        )
         self.label_names = list(label_names)
         self.task = task
-        try:
-            self.options = self.options_class.model_validate(model)
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise ConfigError(f"invalid model options for {type(self).__name__} ({problems})") from None
-        self.stages = {s["name"]: StageConfig.model_validate(s) for s in stages}
-        unknown = [name for name in self.stages if name not in self.stage_names]
+        self.options = self.parse_options(model)
+        self.check_stages(stages)
+        self.stages = {stage.name: stage for stage in stages}
+        self.stage = next(iter(self.stages))
+
+    @classmethod
+    def parse_options(cls, model: Mapping[str, Any]) -> BaseModel:
+        """A recipe's ``model:`` section as this method's options, or one ConfigError line."""
+        return validate_options(cls.options_class, model, f"model (options of {cls.__name__})")
+
+    @classmethod
+    def check_stages(cls, stages: Sequence[StageConfig]) -> None:
+        """Refuse stage names this method does not define, naming the ones it does."""
+        if not stages:
+            raise ConfigError(f"stages: {cls.__name__} needs at least one of {list(cls.stage_names)}")
+        unknown = [stage.name for stage in stages if stage.name not in cls.stage_names]
         if unknown:
             raise ConfigError(
-                f"{type(self).__name__} has no stage(s) {unknown}; its stages are {list(self.stage_names)}"
+                f"stages: {cls.__name__} has no stage(s) {unknown}; its stages are {list(cls.stage_names)}"
             )
-        self.stage = next(iter(self.stages))
 
     @property
     def num_classes(self) -> int:

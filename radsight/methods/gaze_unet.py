@@ -19,7 +19,7 @@ network and schedule.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from radsight.config import Strict
+from radsight.config import StageConfig, Strict
 from radsight.data.sample import Batch
 from radsight.methods.base import Method, Prediction
 from radsight.nn.backbones import create_backbone
@@ -92,7 +92,7 @@ class GazeUNet(Method):
     options_class = GazeUNetOptions
 
     def __init__(
-        self, label_names: list[str], task: str, model: dict[str, Any], stages: list[dict[str, Any]]
+        self, label_names: list[str], task: str, model: dict[str, Any], stages: Sequence[StageConfig]
     ) -> None:
         super().__init__(label_names, task, model, stages)
         opts = self.options

@@ -23,7 +23,7 @@ and ``[global]`` alone gives the global module as a model of its own (its predic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from radsight.config import Strict
+from radsight.config import StageConfig, Strict
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 from radsight.methods.base import Method, Prediction
@@ -284,7 +284,7 @@ class GLAM(Method):
     options_class = GLAMOptions
 
     def __init__(
-        self, label_names: list[str], task: str, model: dict[str, Any], stages: list[dict[str, Any]]
+        self, label_names: list[str], task: str, model: dict[str, Any], stages: Sequence[StageConfig]
     ) -> None:
         super().__init__(label_names, task, model, stages)
         if task != "multilabel":

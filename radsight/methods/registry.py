@@ -1,4 +1,5 @@
-"""Method registry: recipe ``method:`` names to classes, and the two ways a method comes to life.
+"""Method registry: recipe ``method:`` names to classes, the check of a recipe against the method and
+source registries, and the two ways a method comes to life.
 
 ``build_method`` makes a fresh one from a recipe (training, or a teacher inside another method);
 ``load_method`` rebuilds a trained one from its export. Both live here, below training and inference,
@@ -13,6 +14,7 @@ from typing import Any
 
 from radsight.checkpoints import load_weights, read_export_config
 from radsight.config import Recipe
+from radsight.data.assemble import source_options
 from radsight.errors import ConfigError
 from radsight.methods.base import Method
 
@@ -31,16 +33,24 @@ def method_class(name: str) -> type[Method]:
     return getattr(import_module(module), attribute)
 
 
+def check_recipe(recipe: Recipe) -> Recipe:
+    """What a recipe names beyond its own schema, checked before any data is read: the method, its
+    options and stage names, and each data source with its options. Raises one ConfigError line."""
+    cls = method_class(recipe.method)
+    cls.parse_options(recipe.model)
+    cls.check_stages(recipe.stages)
+    for spec in recipe.data.sources:
+        source_options(spec)
+    return recipe
+
+
 def build_method(recipe: Recipe, label_names: list[str], pretrained: bool = True) -> Method:
     """Instantiate the recipe's method; ``pretrained=False`` skips loading initial weights files."""
     model = dict(recipe.model)
     if not pretrained:
         model["pretrained"] = None
     return method_class(recipe.method)(
-        label_names=label_names,
-        task=recipe.task,
-        model=model,
-        stages=[stage.model_dump() for stage in recipe.stages],
+        label_names=label_names, task=recipe.task, model=model, stages=recipe.stages
     )
 
 

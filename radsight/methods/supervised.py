@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from radsight.config import Strict
+from radsight.config import StageConfig, Strict
 from radsight.data.sample import Batch
 from radsight.methods.base import Method, Prediction
 from radsight.nn.backbones import create_backbone
@@ -27,7 +27,7 @@ class SupervisedClassifier(Method):
     options_class = SupervisedOptions
 
     def __init__(
-        self, label_names: list[str], task: str, model: dict[str, Any], stages: list[dict[str, Any]]
+        self, label_names: list[str], task: str, model: dict[str, Any], stages: Sequence[StageConfig]
     ):
         super().__init__(label_names, task, model, stages)
         self.backbone = create_backbone(self.options.backbone, in_chans=1, pretrained=self.options.pretrained)

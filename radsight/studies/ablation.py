@@ -39,7 +39,7 @@ from radsight.config import Recipe, Strict, apply_overrides, parse_recipe
 from radsight.errors import ConfigError
 from radsight.evaluate import MapRequest, collect, evaluate, explanation, gaze_pairs
 from radsight.explain.overlay import overlay, save_grid
-from radsight.methods import Method
+from radsight.methods import Method, check_recipe
 from radsight.metrics.bootstrap import mean_with_ci, paired_mean_test
 from radsight.metrics.classification import classification_section, paired_bootstrap_test
 from radsight.metrics.saliency import cc
@@ -95,7 +95,7 @@ def variant_recipes(config: AblationConfig, base: Path, overrides: list[str]) ->
             raise ConfigError(
                 f"variant {variant.name!r} trains {total} epochs in all; the budget is {config.epochs}"
             )
-        recipes[variant.name] = recipe
+        recipes[variant.name] = check_recipe(recipe)
     reference = recipes[config.reference]
     for name, recipe in recipes.items():
         for field in ("data", "seed", "trainer"):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
-from radsight.data.assemble import build_splits
+from radsight.data.assemble import SPLITS_FILE, build_splits
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 from radsight.evaluate import NATIVE, MapKind, MapRequest, MapSet, collect, explanation, lesion_pairs
@@ -143,7 +143,8 @@ def compare(
         other = loaded[path][1]
         if other.data != recipe.data or other.seed != recipe.seed:
             raise ConfigError(f"run {name!r} was trained on other data than the GLAM run: no common test set")
-    test = build_splits(recipe.data, recipe.seed).test
+    stored = runs[glam_row][0] / SPLITS_FILE
+    test = build_splits(recipe.data, recipe.seed, stored=stored, required=["test"]).test
     labels = list(recipe.data.labels)
     maps = {
         path: lesion_maps(method, test, [k for p, k in runs.values() if p == path], recipe.data.batch_size)

@@ -141,10 +141,12 @@ class SourceDataset(Dataset):
         root: str | Path,
         *,
         labels: Sequence[str] | None = None,
+        bits_stored: int | None = None,
         transform: Transform | None = None,
         on_bad_file: BadFilePolicy = "raise",
-        **options: Any,
     ) -> None:
+        """``labels``: the subset of ``all_labels`` to keep; ``bits_stored``: the bit depth of 16-bit PNGs
+        when the files' own is wrong (see ``read_image``)."""
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, f"{self.name} root folder not found")
@@ -153,7 +155,7 @@ class SourceDataset(Dataset):
         self.label_names = select_labels(self.all_labels, labels)
         self.transform = transform
         self.on_bad_file = on_bad_file
-        self.options = options
+        self.bits_stored = bits_stored
         self.skipped: list[str] = []
         self.records = self._select(self._scan())
         if not self.records:
@@ -161,9 +163,10 @@ class SourceDataset(Dataset):
 
     @classmethod
     def read_options_for(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``read_image``'s keyword arguments for this source built with ``options`` (a recipe entry's),
-        known without building it, so inference reads a file as this source reads its own."""
-        return dict(options.get("read_options", {}))
+        """``read_image``'s options for this source's files under a recipe's source ``options``, known
+        without reading any data (inference reads loose files exactly as the source reads its own)."""
+        bits = options.get("bits_stored")
+        return {} if bits is None else {"bits_stored": bits}
 
     def _scan(self) -> list[Record]:
         """Read the source's index files into records with labels over ``all_labels``."""
@@ -185,6 +188,13 @@ class SourceDataset(Dataset):
     @property
     def patient_ids(self) -> list[str]:
         return [r.patient_id for r in self.records]
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Each record's image file, relative to the root when inside it: how a run's ``splits.json``
+        finds its images again, wherever the dataset folder has moved."""
+        paths = [r.image_path for r in self.records]
+        return [str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in paths]
 
     @property
     def label_matrix(self) -> np.ndarray:
@@ -219,7 +229,7 @@ class SourceDataset(Dataset):
 
     def load(self, record: Record) -> Sample:
         """Read one record's image and annotations, checking that they fit the image."""
-        image, info = read_image(record.image_path, **self.read_options_for(self.options))
+        image, info = read_image(record.image_path, bits_stored=self.bits_stored)
         height, width = info.original_size
         boxes = None
         if record.boxes is not None and len(record.boxes):

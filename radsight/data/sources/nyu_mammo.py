@@ -37,15 +37,15 @@ class NYUMammo(SourceDataset):
         """``cropped``: read the cropped model inputs (with lesion masks) or the originals (no masks, as
         the masks exist only in the cropped frame)."""
         self.cropped = cropped
-        options["read_options"] = self.read_options_for({**options, "cropped": cropped})
+        options["bits_stored"] = self.read_options_for({**options, "cropped": cropped})["bits_stored"]
         super().__init__(root, **options)
 
     @classmethod
     def read_options_for(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """The originals hold 12-bit values and the crops 16-bit ones, whatever their brightest pixel,
-        unless the recipe's ``read_options`` say otherwise."""
-        default = {"bits_stored": 16 if options.get("cropped", True) else 12}
-        return dict(options.get("read_options", default))
+        unless the recipe's ``bits_stored`` says otherwise."""
+        default = 16 if options.get("cropped", True) else 12
+        return {"bits_stored": options.get("bits_stored") or default}
 
     def _scan(self) -> list[Record]:
         exam_path = self.root / "exam_list_before_cropping.pkl"

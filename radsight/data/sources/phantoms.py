@@ -116,6 +116,14 @@ class PhantomDataset(Dataset):
     def patient_id(self, index: int) -> str:
         return f"phantom-{index // self.images_per_patient:04d}"
 
+    def image_path(self, index: int) -> str:
+        """The phantom's stand-in for a file path: which generator, seed and item drew the image."""
+        return f"phantom://{type(self).__name__}/{self.seed}/{index}"
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [self.image_path(i) for i in range(self.n)]
+
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < self.n:
             raise IndexError(f"phantom index {index} out of range for {self.n} items")
@@ -134,7 +142,7 @@ class PhantomDataset(Dataset):
     def meta(self, index: int, view: str) -> SampleMeta:
         return SampleMeta(
             source=self.kind,
-            path=f"phantom://{type(self).__name__}/{self.seed}/{index}",
+            path=self.image_path(index),
             patient_id=self.patient_id(index),
             view=view,
             original_size=self.size,
