@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from radsight.errors import ConfigError
-from radsight.nn.backbones import create_backbone, list_backbones
+from radsight.nn.backbones import TRANSFORMER_NAMES, create_backbone, list_backbones
 
 SIZE = 64
 MILITARY_UNIFORM = 652  # ImageNet class of the classic Grace Hopper portrait
@@ -55,8 +55,8 @@ def _without_counters(state: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
     return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
 
 
-@pytest.mark.parametrize("name", list_backbones())
-def test_every_listed_backbone_builds_for_one_channel(name: str) -> None:
+@pytest.mark.parametrize("name", [name for name in list_backbones() if name not in TRANSFORMER_NAMES])
+def test_every_listed_cnn_builds_for_one_channel(name: str) -> None:
     backbone = create_backbone(name).eval()
     x = torch.randn(1, 1, SIZE, SIZE)
     seen: list[tuple[int, ...]] = []
@@ -76,6 +76,38 @@ def test_every_listed_backbone_builds_for_one_channel(name: str) -> None:
         (channels, SIZE // stride, SIZE // stride)
         for channels, stride in zip(backbone.pyramid_channels, strides, strict=True)
     ]
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_NAMES)
+def test_transformer_tokens_are_laid_on_the_patch_grid_as_timm_lays_them(name: str) -> None:
+    backbone = create_backbone(name).eval()
+    x = torch.randn(2, 1, SIZE, 96)  # not the 224 x 224 the name was trained at, nor square
+    seen: list[tuple[int, ...]] = []
+    hook = backbone.cam_target_layer().register_forward_hook(
+        lambda _m, _i, out: seen.append(tuple(out.shape))
+    )
+    with torch.no_grad():
+        features = backbone.forward_features(x)
+        hook.remove()
+        # timm's own NCHW layout of the final, normalised tokens, class token dropped
+        (reference,) = backbone.model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+        pyramid = backbone.feature_pyramid(x)
+        pooled = backbone(x)
+
+    stride = backbone.pyramid_strides[-1]
+    assert features.shape == (2, backbone.num_features, SIZE // stride, 96 // stride)
+    torch.testing.assert_close(features, reference)
+    assert seen == [tuple(features.shape)], "Grad-CAM's layer must produce the final feature map"
+    torch.testing.assert_close(pooled, features.mean(dim=(2, 3)))
+    assert [level.shape[1:] for level in pyramid] == [
+        (channels, SIZE // s, 96 // s)
+        for channels, s in zip(backbone.pyramid_channels, backbone.pyramid_strides, strict=True)
+    ]
+
+
+def test_transformer_of_an_unsupported_family_is_refused() -> None:
+    with pytest.raises(ConfigError, match="use a ViT, DeiT or Swin name"):
+        create_backbone("eva02_tiny_patch14_224")
 
 
 def test_pooled_forward_and_probe_leave_training_state_alone() -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 
 from radsight.errors import ConfigError
-from radsight.explain.cam import explain, find_target_layer, integrated_gradients, registered_hooks
+from radsight.explain.cam import (
+    explain,
+    find_target_layer,
+    integrated_gradients,
+    normalise_maps,
+    registered_hooks,
+)
+from radsight.nn.backbones import create_backbone
 
 CAMS = ("gradcam", "gradcam++", "hirescam")
 SIZE = 64
@@ -245,7 +257,8 @@ def test_target_layer_is_found_and_can_be_overridden() -> None:
     model = ConvHeadNet()
     example = torch.rand(1, 1, 16, 16)
     assert find_target_layer(model, example=example) is model.body  # classifier output is 1 x 1
-    assert find_target_layer(model) is model.classifier  # no example: last registered conv
+    with pytest.raises(ConfigError, match="example"):
+        find_target_layer(model)  # the automatic choice runs the model once
     assert find_target_layer(model, "stem") is model.stem
     assert find_target_layer(model, model.stem) is model.stem
     with pytest.raises(ConfigError, match="nope"):
@@ -283,3 +296,171 @@ def test_native_maps_are_used_when_the_model_has_them() -> None:
         explain(gap_net(relu_after_target=False), images, "native")
     with pytest.raises(ConfigError, match="unknown explanation method"):
         explain(model, images, "lime")  # type: ignore[arg-type]
+
+
+# --- target layer on models radsight did not build, against the layer their users name --------------
+
+STANDARD_LAYERS = [
+    # (model, the layer pytorch-grad-cam's documentation and the CAM literature name for it)
+    (lambda: torchvision.models.resnet18(num_classes=3), "layer4.1"),  # layer4[-1]
+    (lambda: timm.create_model("resnet18", num_classes=3), "layer4.1"),
+    (lambda: torchvision.models.densenet121(num_classes=3), "features.norm5"),  # features[-1]
+    (lambda: timm.create_model("densenet121", num_classes=3), "features.norm5"),
+    (lambda: timm.create_model("efficientnet_b0", num_classes=3), "bn2"),  # conv_head + BN + SiLU
+    (lambda: torchvision.models.efficientnet_b0(num_classes=3), "features.8"),  # features[-1]
+]
+
+
+def grad_cam_library_scaling(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """pytorch-grad-cam's steps for one target layer: ReLU; per image min-max with a 1e-7 guard, resize
+    (bilinear, pixel centres aligned); then ReLU and min-max again over the resized maps."""
+
+    def scale(maps: np.ndarray, to: tuple[int, int] | None) -> np.ndarray:
+        out = []
+        for m in maps:
+            m = m - m.min()
+            m = m / (1e-7 + m.max())
+            if to is not None:
+                m = F.interpolate(torch.from_numpy(m)[None, None], size=to, mode="bilinear")[0, 0].numpy()
+            out.append(m)
+        return np.stack(out)
+
+    return scale(np.maximum(scale(np.maximum(cam, 0), size), 0), None)
+
+
+def calibrated(model: nn.Module) -> nn.Module:
+    """Random weights with the BatchNorm statistics of random images, in eval mode: with the default
+    statistics (mean 0, variance 1) activations of some of these networks vanish to 1e-16 with depth."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(9)))
+    return model.eval()
+
+
+def reference_grad_cam(model: nn.Module, images: Tensor, layer: str, target: int) -> np.ndarray:
+    """Grad-CAM written out: activations A and gradients dy/dA at ``layer`` by hooks, weights the spatial
+    mean of the gradients, map ReLU(sum_k w_k A_k), scaled as pytorch-grad-cam scales it."""
+    activations: list[Tensor] = []
+    grads: list[Tensor] = []
+
+    def keep(module: nn.Module, args: object, output: Tensor) -> None:
+        # a copy of the values: an in-place op later in the forward (densenet's ReLU) would change them
+        activations.append(output.detach().clone())
+        output.register_hook(grads.append)
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        model(images)[:, target].sum().backward()
+    finally:
+        handle.remove()
+    (grad,), (activation,) = grads, activations
+    cam = (grad.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1)
+    return grad_cam_library_scaling(cam.numpy().astype(np.float64), tuple(images.shape[-2:]))
+
+
+@pytest.mark.parametrize(("build", "standard"), STANDARD_LAYERS)
+def test_automatic_target_layer_is_the_last_spatial_block(
+    build: Callable[[], nn.Module], standard: str
+) -> None:
+    torch.manual_seed(0)
+    model = calibrated(build())
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    assert find_target_layer(model, example=images) is model.get_submodule(standard)
+    for method in CAMS:
+        automatic = explain(model, images, method, targets=1)
+        named = explain(model, images, method, targets=1, target_layer=standard)
+        torch.testing.assert_close(automatic, named)
+        assert torch.equal(named.amax(dim=(1, 2)), torch.ones(2))  # a real map, not an all-zero one
+    minmax = explain(model, images, "gradcam", targets=1, normalise="minmax").numpy()
+    np.testing.assert_allclose(minmax, reference_grad_cam(model, images, standard, 1), atol=1e-4)
+
+
+def test_the_last_convolution_would_miss_the_residual_sum() -> None:
+    # resnet18's last Conv2d (layer4[-1].conv2) runs before the block's BatchNorm, skip connection and
+    # ReLU: its Grad-CAM is another map than the one at the block's output.
+    torch.manual_seed(0)
+    model = calibrated(torchvision.models.resnet18(num_classes=3))
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    last_conv = explain(model, images, "gradcam", targets=1, target_layer="layer4.1.conv2")
+    assert float((last_conv - explain(model, images, "gradcam", targets=1)).abs().max()) > 0.1
+
+
+# --- map normalisation, against pytorch-grad-cam's scaling ------------------------------------------
+
+
+def test_minmax_normalisation_is_pytorch_grad_cams_and_max_differs_only_off_zero() -> None:
+    generator = torch.Generator().manual_seed(2)
+    raw = torch.randn(3, 6, 5, generator=generator, dtype=torch.float64)
+    raw[2] = raw[2].abs() + 0.5  # positive everywhere: no zero after the ReLU
+    expected = grad_cam_library_scaling(raw.numpy(), (24, 20))
+    minmax = normalise_maps(raw, (24, 20), "minmax")
+    np.testing.assert_allclose(minmax.numpy(), expected, atol=1e-5)
+    peaked = normalise_maps(raw, (24, 20))
+    torch.testing.assert_close(peaked[:2], minmax[:2])  # maps with zeros: max and min-max agree
+    assert float(peaked[2].min()) > 0.1 and float(minmax[2].min()) == 0.0
+    torch.testing.assert_close(peaked[2] / peaked[2].max(), peaked[2])
+    with pytest.raises(ConfigError, match="unknown map normalisation 'z'"):
+        normalise_maps(raw, (24, 20), "z")  # type: ignore[arg-type]
+
+
+def test_explain_passes_the_normalisation_on() -> None:
+    model = gap_net(relu_after_target=False)
+    images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    minmax = explain(model, images, "gradcam", targets=0, normalise="minmax")
+    assert torch.equal(minmax.amin(dim=(1, 2)), torch.zeros(2))
+    assert torch.equal(minmax.amax(dim=(1, 2)), torch.ones(2))
+
+
+# --- vision transformers from the registry -------------------------------------------------------------
+
+
+def planted_patches(cells: list[tuple[int, int]], seed: int) -> Tensor:
+    """One dim 32 x 32 image per grid cell (row, col) with that 8 x 8 patch of the 4 x 4 grid bright."""
+    images = torch.rand(len(cells), 1, 32, 32, generator=torch.Generator().manual_seed(seed)) * 0.3
+    for i, (row, col) in enumerate(cells):
+        images[i, :, row * 8 : row * 8 + 8, col * 8 : col * 8 + 8] += 0.6
+    return images
+
+
+class ProbedViT(nn.Module):
+    """A random tiny ViT (class token and two register tokens) with a linear probe for "bright patch":
+    the mean feature of planted patches minus the mean feature, measured on other images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        kwargs = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "reg_tokens": 2}
+        self.backbone = create_backbone("vit_tiny_patch16_224", **kwargs).eval()
+        self.head = nn.Linear(32, 2)
+        cells = torch.randint(0, 4, (32, 2), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            grid = self.backbone.forward_features(planted_patches(cells.tolist(), seed=2))
+            at_patch = grid[torch.arange(32), :, cells[:, 0], cells[:, 1]].mean(dim=0)
+            self.head.weight.copy_(torch.stack([torch.zeros(32), at_patch - grid.mean(dim=(0, 2, 3))]))
+            self.head.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def test_vit_grad_cam_is_on_the_patch_grid_and_lands_on_the_planted_patch() -> None:
+    model = ProbedViT()
+    cells = [(row, col) for row in range(4) for col in range(4)]
+    images = planted_patches(cells, seed=5)
+    assert find_target_layer(model, example=images) is model.backbone.grid
+    with torch.no_grad():
+        tokens = model.backbone.forward_features(images)
+    assert tokens.shape == (16, 32, 4, 4)  # the 4 x 4 patch grid, class and register tokens dropped
+    # Mean-pooled tokens and a linear head: Grad-CAM's weights are head / 16, its map the head's score
+    # of each token on the grid.
+    by_hand = torch.einsum("bchw,c->bhw", tokens, model.head.weight[1]) / 16
+    maps = explain(model, images, "gradcam", targets=1)
+    torch.testing.assert_close(maps, normalise_maps(by_hand, (32, 32)))
+    for method in ("gradcam", "hirescam"):
+        maps = explain(model, images, method, targets=1)
+        peaks = maps.flatten(1).argmax(dim=1)
+        assert (peaks // 32 // 8).tolist() == [row for row, _ in cells]
+        assert (peaks % 32 // 8).tolist() == [col for _, col in cells]

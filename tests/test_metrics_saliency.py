@@ -10,6 +10,7 @@ from sklearn import metrics as skm
 from radsight.metrics.saliency import (
     auc_borji,
     auc_judd,
+    auc_judd_mit,
     auc_shuffled,
     cc,
     center_bias,
@@ -138,6 +139,70 @@ def test_auc_judd_matches_sklearn_roc_points_at_fixated_values():
     assert auc_judd(MAP, fixated) == pytest.approx(reference)
 
 
+def mit_auc_judd(saliency: np.ndarray, fixated: np.ndarray, jitter: np.ndarray) -> float:
+    """The MIT benchmark's AUC_Judd procedure, step by step: jitter, min-max, one threshold per fixated
+    pixel (sorted descending), TPR = i / fixations, FPR = (pixels >= threshold - i) / other pixels."""
+    s = saliency + jitter
+    s = (s - s.min()) / (s.max() - s.min())
+    at_fixations = s[fixated]
+    n_fix, n_pix = at_fixations.size, s.size
+    tp, fp = [0.0], [0.0]
+    for i, threshold in enumerate(sorted(at_fixations, reverse=True), start=1):
+        tp.append(i / n_fix)
+        fp.append((np.count_nonzero(s >= threshold) - i) / (n_pix - n_fix))
+    return float(np.trapezoid([*tp, 1.0], [*fp, 1.0]))
+
+
+def mit_auc_judd_mean(saliency: np.ndarray, fixated: np.ndarray, n_draws: int, seed: int) -> float:
+    """The benchmark's jitter (uniform in [0, 1e-7)) drawn as auc_judd_mit documents its draws."""
+    rng = np.random.default_rng(seed)
+    return float(
+        np.mean([mit_auc_judd(saliency, fixated, rng.random(saliency.shape) / 1e7) for _ in range(n_draws)])
+    )
+
+
+TIED = np.array([[1.0, 1.0, 0.5, 0.0, 0.0, 0.0]])
+TIED_FIXATED = np.array([[1, 0, 1, 1, 0, 0]], dtype=bool)  # values 1, 0.5 and 0, each tied but 0.5
+
+
+def test_auc_judd_counts_ties_exactly_by_hand():
+    # thresholds 1, .5, 0 -> (FPR, TPR) = (1/3, 1/3), (1/3, 2/3), (1, 1): 1/18 + 0 + 10/18
+    assert auc_judd(TIED, TIED_FIXATED) == pytest.approx(11 / 18)
+    assert auc_judd(np.zeros((2, 2)), one_fixation()) == pytest.approx(0.5)  # all tied: chance
+
+
+def test_auc_judd_mit_breaks_ties_at_random_by_hand():
+    # The tie at 1 puts the fixated pixel first or second (FPR 0 or 1/3 at TPR 1/3), the tie at 0 puts it
+    # k-th of 3 (FPR k/3 at TPR 1); averaging the areas over these equally likely orders gives 13/18.
+    assert auc_judd_mit(TIED, TIED_FIXATED, n_draws=4000) == pytest.approx(13 / 18, abs=0.005)
+    # A constant 2 x 2 map, one fixated pixel ranked k-th of 4: area 1 - (k - 1) / 6, mean 0.75.
+    assert auc_judd_mit(np.zeros((2, 2)), one_fixation(), n_draws=4000) == pytest.approx(0.75, abs=0.01)
+
+
+def test_auc_judd_mit_equals_the_benchmark_procedure_on_tied_maps():
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        cam = np.maximum(rng.normal(size=(12, 16)), 0)  # exact zeros, as after a CAM's ReLU
+        as_png = np.round(rng.random((12, 16)) ** 3 * 255)  # 8-bit levels, many ties
+        fixated = rng.random((12, 16)) < 0.15
+        fixated[0, 0] = True
+        for saliency in (cam, as_png, np.full((12, 16), 3.0)):
+            expected = mit_auc_judd_mean(saliency, fixated, n_draws=5, seed=3)
+            assert auc_judd_mit(saliency, fixated, n_draws=5, seed=3) == pytest.approx(expected, abs=1e-12)
+    assert auc_judd_mit(TIED, TIED_FIXATED, seed=1) == auc_judd_mit(TIED, TIED_FIXATED, seed=1)
+    with pytest.raises(ValueError, match="n_draws=0"):
+        auc_judd_mit(TIED, TIED_FIXATED, n_draws=0)
+
+
+def test_both_auc_judd_readings_agree_without_ties():
+    fixated = RNG.random((24, 32)) < 0.1
+    assert np.unique(MAP).size == MAP.size
+    assert auc_judd_mit(MAP, fixated) == pytest.approx(auc_judd(MAP, fixated), abs=1e-9)
+    assert auc_judd_mit(MAP, fixated) == pytest.approx(mit_auc_judd_mean(MAP, fixated, 10, 0), abs=1e-12)
+    # the jitter is sized on the [0, 1] scale of an image, whatever the map's units (a softmax, say)
+    assert auc_judd_mit(MAP * 1e-6, fixated) == pytest.approx(auc_judd(MAP, fixated), abs=1e-9)
+
+
 def test_auc_borji_expectation_matches_sklearn_against_all_pixels():
     # Values on the 0.1 grid: Borji's trapezoids are then exact, and averaged over splits the random
     # negatives become all pixels: AUROC of fixated values vs every pixel (ties count half).
@@ -204,10 +269,18 @@ def test_saliency_section():
         "kl_divergence_no_eps",
         "histogram_similarity",
         "auc_judd",
+        "auc_judd_mit",
         "auc_borji",
     ):
         assert section[f"{key}_ci_low"] <= section[key] <= section[f"{key}_ci_high"]
     assert {"auc_shuffled", "information_gain", "kl_divergence_no_eps_n_infinite"} <= section.keys()
+    expected_mit = np.mean(
+        [
+            auc_judd_mit(m, fixation_map(f, (32, 32)), seed=i)
+            for i, (m, f) in enumerate(zip(maps, fixations, strict=True))
+        ]
+    )
+    assert section["auc_judd_mit"] == pytest.approx(expected_mit) and section["auc_judd_mit_draws"] == 10
     with pytest.raises(ValueError, match="frame_sizes"):
         saliency_section(maps, None, fixations)
     with pytest.raises(ValueError, match="gaze maps or fixations"):

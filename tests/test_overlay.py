@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from matplotlib import colormaps
 from PIL import Image
@@ -84,3 +85,21 @@ def test_save_grid_shrinks_large_cells_keeping_their_aspect(tmp_path) -> None:
         pixels = np.asarray(grid)
     assert pixels.shape == (256, 128, 3)
     assert pixels[:120].min() == 255 and pixels[136:].max() == 0
+
+
+def test_legend_shows_the_colormap_and_names_the_map_scale() -> None:
+    image = np.full((128, 128), 0.5, dtype=np.float32)
+    heat = np.zeros((128, 128), dtype=np.float32)
+    corner = (slice(110, 128), slice(0, 64))
+    bare = overlay(image, heat, map_scale=None)
+    assert (bare[corner] == bare[64, 64]).all()  # no legend asked: the blend only
+    assert (overlay(image)[corner] == 128).all()  # no map: no legend
+    peak, minmax = overlay(image, heat), overlay(image, heat, map_scale="minmax")
+    colours = {tuple(pixel) for pixel in peak[corner].reshape(-1, 3)}
+    for end in (0.0, 1.0):  # the bar runs from the colormap's low end to its high end
+        assert tuple(round(c * 255) for c in colormaps["jet"](end)[:3]) in colours
+    label_0, label_min = peak[110:128, :8], minmax[110:128, :8]
+    assert (label_0 > 200).all(axis=-1).any() and not np.array_equal(label_0, label_min)
+    np.testing.assert_array_equal(peak[:100], bare[:100])  # the legend stays in its corner
+    with pytest.raises(ValueError, match="unknown map scale 'z'"):
+        overlay(image, heat, map_scale="z")  # type: ignore[arg-type]

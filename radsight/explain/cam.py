@@ -1,8 +1,10 @@
 """Saliency maps for any classifier: Grad-CAM, Grad-CAM++, HiResCAM, integrated gradients, native maps.
 
-Every map that :func:`explain` returns is ``B x H x W`` at the input size, non-negative and divided by
-its own maximum, so 1 marks the strongest evidence in each image and 0 marks none (an image with no
-positive evidence gets an all-zero map rather than amplified noise). Negative evidence is clipped to 0.
+Every map that :func:`explain` returns is ``B x H x W`` at the input size, non-negative and, by default,
+divided by its own maximum (``normalise="max"``), so 1 marks the strongest evidence in each image and 0
+marks none (an image with no positive evidence gets an all-zero map rather than amplified noise).
+Negative evidence is clipped to 0. ``normalise="minmax"`` rescales from each map's minimum instead, as
+pytorch-grad-cam does; the two differ only where a map is positive everywhere.
 
 The model is explained in eval mode (dropout off, BatchNorm running statistics used and not updated)
 and handed back exactly as it came: each module's train/eval flag is restored, ``requires_grad`` is
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radsight.errors import ConfigError
-from radsight.explain.names import METHODS, Method
+from radsight.explain.names import METHODS, NORMALISATIONS, Method, Normalisation
 
 Targets = int | Sequence[int] | Tensor | None
 
@@ -103,9 +105,8 @@ def find_target_layer(
 
     ``layer`` overrides: a module of ``model`` or its dotted name (``"backbone.layer4"``). Otherwise the
     first ``cam_target_layer()`` found on the model or along its ``.backbone`` / ``.model`` attributes
-    (the backbone knows its best layer), else the last ``nn.Conv2d`` to run with a spatial output
-    (h and w > 1). Execution order and output size need one probe forward on ``example[:1]``; without
-    an example the last ``nn.Conv2d`` in registration order is used.
+    (the backbone knows its best layer), else the output of the last spatial block, found by one probe
+    forward on ``example[:1]`` (see :func:`last_spatial_block`).
     """
     if isinstance(layer, nn.Module):
         if not any(layer is module for module in model.modules()):
@@ -119,22 +120,54 @@ def find_target_layer(
     provided = _cam_target_layer(model)
     if provided is not None:
         return provided
-    convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
-    if not convs:
-        raise ConfigError("the model has no nn.Conv2d and no cam_target_layer(); pass target_layer")
     if example is None:
-        return convs[-1]
-    ran: list[tuple[nn.Module, torch.Size]] = []
+        raise ConfigError("finding the target layer needs an example image; pass example or target_layer")
+    return last_spatial_block(model, example)
 
-    def record(module: nn.Module, args: object, output: Tensor) -> None:
-        ran.append((module, output.shape))
 
-    with forward_hooks(convs, record), eval_mode(model), torch.no_grad():
-        model(example[:1])
-    spatial = [module for module, shape in ran if shape[-2] > 1 and shape[-1] > 1]
-    if not spatial:
-        raise ConfigError("no nn.Conv2d of the model produces a spatial output; pass target_layer")
-    return spatial[-1]
+def last_spatial_block(model: nn.Module, example: Tensor) -> nn.Module:
+    """The block whose output is the model's last spatial feature map: the standard CAM layer.
+
+    Among the modules that hold parameters, run once and output ``B x K x h x w`` with h and w > 1, the
+    last to finish; then, while one of its children with parameters produced the very same values, that
+    child (so a stage such as ``layer4`` resolves to its last block). This is resnet's ``layer4[-1]``,
+    densenet's ``features.norm5``, timm efficientnet's ``bn2`` and torchvision efficientnet's
+    ``features[-1]``, the layers pytorch-grad-cam and the CAM literature name for these models; the
+    last ``nn.Conv2d`` would miss the residual sum, the normalisation and the activation after it.
+    """
+    finished: list[tuple[str, tuple[int, ...], tuple[float, float]]] = []  # name, shape, value fingerprint
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if isinstance(output, Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
+                values = output.detach().double()
+                finished.append(
+                    (name, tuple(output.shape), (float(values.sum()), float(values.square().sum())))
+                )
+
+        return hook
+
+    named = {module: name for name, module in model.named_modules()}
+    holders = [
+        module for module in named if module is not model and next(module.parameters(), None) is not None
+    ]
+    handles = [module.register_forward_hook(record(named[module])) for module in holders]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    runs: dict[str, int] = {}
+    for name, _, _ in finished:
+        runs[name] = runs.get(name, 0) + 1
+    once = [(name, shape, fingerprint) for name, shape, fingerprint in finished if runs[name] == 1]
+    if not once:
+        raise ConfigError("no layer of the model with parameters outputs a spatial map; pass target_layer")
+    chosen = once[-1]
+    while inner := [c for c in once if c[0].rpartition(".")[0] == chosen[0] and c[1:] == chosen[1:]]:
+        chosen = inner[-1]
+    return model.get_submodule(chosen[0])
 
 
 def _cam_target_layer(model: nn.Module) -> nn.Module | None:
@@ -160,6 +193,7 @@ def explain(
     targets: Targets = None,
     target_layer: str | nn.Module | None = None,
     *,
+    normalise: Normalisation = "max",
     n_steps: int = 32,
     internal_batch_size: int | None = None,
 ) -> Tensor:
@@ -168,6 +202,7 @@ def explain(
     ``targets``: one class index, one per image, or ``None`` for each image's highest logit.
     ``target_layer`` applies to the CAM methods (see :func:`find_target_layer`); ``n_steps`` and
     ``internal_batch_size`` to ``"ig"``. ``"native"`` needs a model implementing :class:`NativeMaps`.
+    ``normalise``: see :func:`normalise_maps`.
     """
     if method in ("gradcam", "gradcam++", "hirescam"):
         layer = find_target_layer(model, target_layer, example=images)
@@ -181,7 +216,7 @@ def explain(
         raw = _native(model, images, targets)
     else:
         raise ConfigError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
-    return normalise_maps(raw, images.shape[-2:])
+    return normalise_maps(raw, images.shape[-2:], normalise)
 
 
 def _cam(model: nn.Module, images: Tensor, targets: Targets, layer: nn.Module, method: str) -> Tensor:
@@ -273,9 +308,17 @@ def _native(model: nn.Module, images: Tensor, targets: Targets) -> Tensor:
     return maps[torch.arange(len(index), device=maps.device), index]
 
 
-def normalise_maps(raw: Tensor, size: Sequence[int]) -> Tensor:
+def normalise_maps(raw: Tensor, size: Sequence[int], normalise: Normalisation = "max") -> Tensor:
     """Raw ``B x h x w`` maps as every explanation returns them: negatives clipped, upsampled bilinearly
-    to ``size``, each divided by its maximum (all-zero maps stay zero)."""
+    to ``size``, then each divided by its maximum (``"max"``) or rescaled from its minimum to its maximum
+    (``"minmax"``, pytorch-grad-cam's scaling). A map without positive evidence, or a constant one under
+    ``"minmax"``, becomes all zeros."""
+    if normalise not in NORMALISATIONS:
+        raise ConfigError(
+            f"unknown map normalisation {normalise!r}; choose one of {', '.join(NORMALISATIONS)}"
+        )
     maps = F.interpolate(raw.detach().float().clamp(min=0)[:, None], size=tuple(size), mode="bilinear")[:, 0]
+    if normalise == "minmax":
+        maps = maps - maps.amin(dim=(1, 2), keepdim=True)
     peak = maps.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))

@@ -4,7 +4,9 @@ Drawing is done in numpy and PIL (no figure machinery), so thousands of overlays
 Colours: the saliency map through a matplotlib colormap blended with ``alpha``; boxes in ``box_color``
 with their label on a filled tag; each named mask as a contour in its own colour (``MASK_COLORS`` in
 name order); the gaze map as contours at 25/50/75 % of its peak in ``GAZE_COLOR``; fixations as
-``FIXATION_COLOR`` dots growing with duration.
+``FIXATION_COLOR`` dots growing with duration. A colour bar in the bottom-left corner says what the
+map's colours mean: "0 ... max" for maps divided by their maximum (what explanations return by default),
+"min ... max" for min-max rescaled ones.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from radsight.explain.names import NORMALISATIONS, Normalisation
+
 ArrayLike = np.ndarray | torch.Tensor
 Color = tuple[int, int, int]
 
@@ -27,6 +31,7 @@ GAZE_COLOR: Color = (0, 255, 255)
 FIXATION_COLOR: Color = (255, 255, 0)
 MASK_COLORS: tuple[Color, ...] = ((255, 0, 255), (255, 128, 0), (0, 128, 255), (255, 255, 255))
 GAZE_LEVELS = (0.25, 0.5, 0.75)
+LEGEND_ENDS: dict[str, tuple[str, str]] = {"max": ("0", "max"), "minmax": ("min", "max")}
 
 
 def overlay(
@@ -42,13 +47,18 @@ def overlay(
     cmap: str = "jet",
     alpha: float = 0.4,
     box_color: Color = BOX_COLOR,
+    map_scale: Normalisation | None = "max",
 ) -> np.ndarray:
     """Render ``H x W x 3`` uint8: the gray ``image`` (H x W or 1 x H x W, in [0, 1]) and its annotations.
 
     ``map`` is a saliency map in [0, 1] (as :func:`radsight.explain.cam.explain` returns), resized to
     the image if needed; ``boxes`` are N x 4 xyxy pixels; ``masks`` H x W bool; ``fixations`` N x 3
-    (x, y, duration in seconds); ``gaze_map`` any non-negative density.
+    (x, y, duration in seconds); ``gaze_map`` any non-negative density. ``map_scale`` names how ``map``
+    was normalised (see :data:`radsight.explain.names.NORMALISATIONS`) for the colour-bar legend drawn
+    with it; None draws no legend.
     """
+    if map_scale is not None and map_scale not in NORMALISATIONS:
+        raise ValueError(f"unknown map scale {map_scale!r}; choose one of {', '.join(NORMALISATIONS)}")
     gray = np.clip(_plane(image), 0.0, 1.0)
     size = gray.shape
     rgb = np.repeat(gray[..., None], 3, axis=2)
@@ -78,6 +88,8 @@ def overlay(
         draw.ellipse((x - r, y - r, x + r, y + r), fill=FIXATION_COLOR, outline=(0, 0, 0))
     if title:
         _tag(draw, (0, 0), title, font, fill=(0, 0, 0), text=(255, 255, 255), above=False)
+    if map is not None and map_scale is not None:
+        _legend(draw, size, LEGEND_ENDS[map_scale], font, cmap)
     return np.asarray(picture)
 
 
@@ -176,6 +188,28 @@ def _tag(
         y -= h
     draw.rectangle((x, y, x + w, y + h), fill=fill)
     draw.text((x + 1 - left, y + 1 - top), label, fill=text, font=font)
+
+
+def _legend(
+    draw: ImageDraw.ImageDraw,
+    size: tuple[int, int],
+    ends: tuple[str, str],
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    cmap: str,
+) -> None:
+    """``low [colour bar] high`` on a black tag in the bottom-left corner."""
+    boxes = [draw.textbbox((0, 0), label, font=font) for label in ends]
+    height = max(bottom for _, _, _, bottom in boxes) + 2
+    bar = max(16, size[1] // 8)
+    widths = [right - left for left, _, right, _ in boxes]
+    top = size[0] - height
+    draw.rectangle((0, top, widths[0] + bar + widths[1] + 8, size[0] - 1), fill=(0, 0, 0))
+    draw.text((2 - boxes[0][0], top + 1), ends[0], fill=(255, 255, 255), font=font)
+    start = widths[0] + 4
+    for i, rgba in enumerate(colormaps[cmap](np.linspace(0.0, 1.0, bar))):
+        color = tuple(round(c * 255) for c in rgba[:3])
+        draw.line((start + i, top + 2, start + i, size[0] - 3), fill=color)
+    draw.text((start + bar + 2 - boxes[1][0], top + 1), ends[1], fill=(255, 255, 255), font=font)
 
 
 def _rgb(cell: np.ndarray) -> np.ndarray:

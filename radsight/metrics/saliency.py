@@ -6,13 +6,19 @@ formulas. Every saliency map is bilinearly resized to the gaze frame first. Cont
 are the reference for CC, KL and SIM; binary fixation maps (duplicate fixations on one pixel count once,
 durations are ignored) for NSS, the AUCs and information gain.
 
+AUC-Judd comes in two readings that differ only on tied pixels, which CAMs (exact zeros after the ReLU)
+and maps saved as 8-bit images are full of: :func:`auc_judd` ranks ties exactly (as pysaliency without
+jitter; deterministic, 0.5 for a constant map) and :func:`auc_judd_mit` adds the benchmark's tiny random
+jitter before ranking, averaged over seeded draws (the number to put beside published MIT scores).
+``saliency_section`` reports both under those names.
+
 Deliberate departures, all at degenerate inputs where the benchmark returns NaN:
 
-- a constant saliency map is chance: CC = NSS = 0, AUCs = 0.5; as a distribution (KL, SIM, information
-  gain) a map without mass after normalisation is uniform;
-- AUC-Judd counts ties exactly instead of adding random jitter: equal to the benchmark on maps without
-  ties, deterministic, and 0.5 for a constant map;
-- NSS uses the sample standard deviation (ddof=1), as MATLAB's ``std`` in the benchmark does.
+- a constant saliency map is chance: CC = NSS = 0, AUCs = 0.5 (``auc_judd_mit`` keeps the benchmark's
+  value, above 0.5); as a distribution (KL, SIM, information gain) a map without mass after
+  normalisation is uniform.
+
+NSS uses the sample standard deviation (ddof=1), as MATLAB's ``std`` in the benchmark does.
 
 Two variants used by the multi-task gaze UNet papers are kept under their own names:
 :func:`kl_divergence_no_eps` and :func:`histogram_similarity`.
@@ -31,12 +37,16 @@ from radsight.metrics.maps import BoolArray, FloatArray, MapLike, as_array, as_m
 EPS = float(np.finfo(np.float64).eps)  # MATLAB's eps, the benchmark's regulariser
 AUC_SPLITS = 100  # random negative sets averaged by AUC-Borji and shuffled AUC
 AUC_STEP = 0.1  # threshold step of AUC-Borji and shuffled AUC
+MIT_JITTER = 1e-7  # the benchmark's AUC-Judd adds uniform noise in [0, MIT_JITTER) to the map before ranking
+AUC_JUDD_DRAWS = 10  # jitter draws averaged by auc_judd_mit
 
 
 def fixation_map(fixations: ArrayLike, size: tuple[int, int]) -> BoolArray:
     """Binary map of fixated pixels from (x, y[, duration]) rows in pixels; off-frame points are dropped.
 
-    Pixel (row, col) covers [row, row + 1) x [col, col + 1), as box coordinates do.
+    Pixel (row, col) covers [row, row + 1) x [col, col + 1), as box coordinates do. A fixated pixel counts
+    once, however many fixations land on it and however long they last: the benchmark's fixation maps are
+    binary, so NSS and the AUCs weigh pixels, not fixations.
     """
     points = as_array(fixations)
     if points.ndim != 2 or points.shape[1] not in (2, 3):
@@ -130,7 +140,11 @@ def histogram_similarity(saliency: MapLike, gaze_map: MapLike) -> float:
 
 
 def nss(saliency: MapLike, fixations: MapLike) -> float:
-    """Normalized scanpath saliency: mean of the standardised map at fixated pixels."""
+    """Normalized scanpath saliency: mean of the standardised map at fixated pixels.
+
+    The map is standardised with its sample standard deviation (ddof=1), as the benchmark's MATLAB
+    ``std`` does; each fixated pixel counts once (see :func:`fixation_map`).
+    """
     fixated = _fixations(fixations)
     return float(_standardise(resize_map(saliency, fixated.shape))[fixated].mean())
 
@@ -138,14 +152,43 @@ def nss(saliency: MapLike, fixations: MapLike) -> float:
 def auc_judd(saliency: MapLike, fixations: MapLike) -> float:
     """ROC area of fixated pixels vs all other pixels, one curve point per fixated value (Judd et al.).
 
-    At each threshold t among the fixated values: TPR = share of fixations >= t, FPR = share of the
-    other pixels >= t; the points (0, 0) and (1, 1) close the curve, integrated by trapezoids.
+    At each threshold t among the fixated values: TPR = share of fixated pixels >= t, FPR = share of the
+    other pixels >= t; the points (0, 0) and (1, 1) close the curve, integrated by trapezoids. Tied
+    pixels are counted exactly: they pass each threshold together, so a constant map scores 0.5. Equal
+    to the benchmark on maps without ties; see :func:`auc_judd_mit` for its jittered reading of ties.
     """
     fixated = _fixations(fixations)
+    return _judd_area(resize_map(saliency, fixated.shape), fixated)
+
+
+def auc_judd_mit(
+    saliency: MapLike, fixations: MapLike, *, n_draws: int = AUC_JUDD_DRAWS, seed: int = 0
+) -> float:
+    """AUC-Judd as the MIT benchmark computes it with its default jitter, averaged over ``n_draws``.
+
+    Each draw adds uniform noise in [0, ``MIT_JITTER``) to the map rescaled to [0, 1] (the benchmark
+    jitters the map as read from an image, in [0, 1]; rescaling first keeps the noise that small next to
+    the map's range whatever its units, e.g. a gaze softmax of 1e-5 per pixel), so that tied pixels are
+    ranked in random order, then scores it with :func:`auc_judd`. Draw d uses the d-th
+    ``random(shape)`` field of ``numpy.random.default_rng(seed)``. On a map without ties (and with gaps
+    above the jitter) it equals :func:`auc_judd`; on ties it is higher, because Judd's curve has points
+    only at fixated pixels and its trapezoids credit the pixels ranked between two of them by half (a
+    constant map with n fixated pixels scores 0.5 + 1 / (2 n + 2) on average).
+    """
+    if n_draws < 1:
+        raise ValueError(f"auc_judd_mit needs at least one jitter draw, got n_draws={n_draws}")
+    fixated = _fixations(fixations)
     s = minmax(resize_map(saliency, fixated.shape))
+    rng = np.random.default_rng(seed)
+    return float(np.mean([_judd_area(s + MIT_JITTER * rng.random(s.shape), fixated) for _ in range(n_draws)]))
+
+
+def _judd_area(values: FloatArray, fixated: BoolArray) -> float:
+    """Judd's ROC area of ``values`` (in the fixations' frame) with ties counted exactly."""
     n_other = fixated.size - fixated.sum()
     if n_other == 0:
         raise ValueError("every pixel is fixated: AUC-Judd has no negatives")
+    s = minmax(values)
     at_fixations, everywhere = np.sort(s[fixated]), np.sort(s, axis=None)
     thresholds = np.unique(at_fixations)[::-1]
     tp = at_fixations.size - np.searchsorted(at_fixations, thresholds, side="left")
@@ -227,13 +270,15 @@ def saliency_section(
     patient_ids: Sequence | ArrayLike | None = None,
     n_splits: int = AUC_SPLITS,
     step: float = AUC_STEP,
+    judd_draws: int = AUC_JUDD_DRAWS,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
     """The metrics.json "saliency" section: means over images with a patient-bootstrap CI.
 
     Gaze maps give CC, KL, SIM and the two UNet-paper variants; fixations ((x, y[, duration]) rows in
-    pixels of the gaze frame) give NSS, AUC-Judd, AUC-Borji, shuffled AUC (negatives: the fixations of
+    pixels of the gaze frame) give NSS, AUC-Judd (``auc_judd``: ties exact; ``auc_judd_mit``: the
+    benchmark's jitter, mean of ``judd_draws`` draws), AUC-Borji, shuffled AUC (negatives: the fixations of
     every other image, rescaled to this frame) and information gain over ``baseline_map`` (default: a
     centre-bias Gaussian). Images whose gaze map or fixations are None are left out of those metrics.
     The frame of image i is its gaze map's shape, else ``frame_sizes`` (one size or one per image).
@@ -261,6 +306,7 @@ def saliency_section(
             sampling = {"n_splits": n_splits, "step": step, "seed": seed + i}
             values["nss"] = nss(saliency, fixated)
             values["auc_judd"] = auc_judd(saliency, fixated)
+            values["auc_judd_mit"] = auc_judd_mit(saliency, fixated, n_draws=judd_draws, seed=seed + i)
             values["auc_borji"] = auc_borji(saliency, fixated, **sampling)
             others = _other_fixations(i, fixes, frames)
             if others is not None:
@@ -276,6 +322,8 @@ def saliency_section(
     boot = {"patient_ids": patient_ids, "n_boot": n_boot, "seed": seed}
     for name, per_image in scores.items():
         section |= mean_with_ci(name, per_image, **boot)
+    if "auc_judd_mit" in scores:
+        section["auc_judd_mit_draws"] = judd_draws
     if "kl_divergence_no_eps" in scores:
         section["kl_divergence_no_eps_n_infinite"] = int(np.isinf(scores["kl_divergence_no_eps"]).sum())
     return section

@@ -1,10 +1,12 @@
-"""One registry of CNN backbones over timm, torchvision and radsight's own tiny CNN.
+"""One registry of backbones over timm, torchvision and radsight's own tiny CNN.
 
 ``create_backbone("resnet18")`` builds timm's model, ``create_backbone("torchvision:densenet121")``
-torchvision's, ``create_backbone("tiny_cnn")`` a five-layer CNN for tests and the CPU demo. Every backbone
-takes 1-channel input by default, starts from random weights, and exposes the same interface: pooled
-features, the last feature map, a multi-scale pyramid for decoders, and the layer Grad-CAM should hook.
-``pretrained`` loads a local weights file (or tries an ImageNet download that fails fast offline).
+torchvision's, ``create_backbone("tiny_cnn")`` a five-layer CNN for tests and the CPU demo, and
+``create_backbone("vit_small_patch16_224")`` or ``"swin_tiny_patch4_window7_224"`` a timm vision
+transformer seen as a CNN (its final tokens laid out on the patch grid). Every backbone takes 1-channel
+input by default, starts from random weights, and exposes the same interface: pooled features, the last
+feature map, a multi-scale pyramid for decoders, and the layer Grad-CAM should hook. ``pretrained``
+loads a local weights file (or tries an ImageNet download that fails fast offline).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ TIMM_NAMES = (
     "efficientnet_lite0",
     "efficientnet_b0",
 )
+# timm vision transformers (ViT, DeiT, Swin): any name of these timm modules works.
+TRANSFORMER_NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "swin_tiny_patch4_window7_224")
+TRANSFORMER_MODULES = ("vision_transformer", "deit", "swin_transformer")
 TORCHVISION_NAMES = ("resnet18", "resnet34", "resnet50", "densenet121", "densenet201", "efficientnet_b0")
 TORCHVISION_FAMILIES = ("resnet", "resnext", "wide_resnet", "densenet", "efficientnet")
 # Side of the zero image run once to discover shapes; large enough for stride 32.
@@ -40,7 +45,7 @@ _REGISTRY: dict[str, Callable[..., Backbone]] = {}
 
 
 class Backbone(nn.Module):
-    """A CNN feature extractor with a uniform interface.
+    """A feature extractor with a uniform interface (a CNN, or a transformer on its patch grid).
 
     ``model`` is the wrapped network: weight files are matched against its state dict. ``pyramid_channels``
     and ``pyramid_strides`` describe ``feature_pyramid``'s levels so decoders can be built without a
@@ -172,6 +177,56 @@ class StagedBackbone(Backbone):
         return [outputs[i] for i in self._levels]
 
 
+class TokenGrid(nn.Module):
+    """Transformer tokens as a ``B x C x h x w`` map on the patch grid: the layer Grad-CAM hooks.
+
+    ViT-style ``B x N x C`` tokens lose their first ``prefix_tokens`` (the class and register tokens,
+    which sit nowhere in the image) and the patch tokens are laid out row by row, as the patch embedding
+    flattened them; Swin-style ``B x h x w x C`` maps are only permuted.
+    """
+
+    def __init__(self, prefix_tokens: int) -> None:
+        super().__init__()
+        self.prefix_tokens = prefix_tokens
+
+    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        if tokens.ndim == 4:
+            return tokens.permute(0, 3, 1, 2)
+        patches = tokens[:, self.prefix_tokens :]
+        if patches.shape[1] != grid[0] * grid[1]:
+            raise ValueError(
+                f"{patches.shape[1]} patch tokens do not fill a {grid[0]} x {grid[1]} patch grid"
+            )
+        return patches.transpose(1, 2).reshape(len(tokens), -1, *grid)
+
+
+class TokenBackbone(Backbone):
+    """A timm vision transformer: its final (normalised) tokens on the patch grid are the feature map, so
+    pooling averages the patch tokens and Grad-CAM weighs them as it weighs a CNN's last block. The pyramid
+    holds the last block of each stride (one level at the patch size for a ViT, four for a Swin)."""
+
+    def __init__(self, model: nn.Module, in_chans: int) -> None:
+        super().__init__(model, in_chans)
+        self.num_features = model.num_features
+        self.grid = TokenGrid(getattr(model, "num_prefix_tokens", 0))
+        last: dict[int, int] = {}  # stride -> index of its last block
+        for index, info in enumerate(model.feature_info):
+            last[info["reduction"]] = index
+        self.pyramid_strides = tuple(sorted(last))
+        self._levels = [last[stride] for stride in self.pyramid_strides]
+        self.pyramid_channels = tuple(model.feature_info[i]["num_chs"] for i in self._levels)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        grid = self.model.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1]))
+        return self.grid(self.model.forward_features(x), grid)
+
+    def feature_pyramid(self, x: Tensor) -> list[Tensor]:
+        return self.model.forward_intermediates(x, indices=self._levels, intermediates_only=True)
+
+    def cam_target_layer(self) -> nn.Module:
+        return self.grid
+
+
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
     """Register a builder ``fn(in_chans=..., **kwargs) -> Backbone`` under ``name`` (timm-style)."""
 
@@ -193,8 +248,9 @@ def tiny_cnn(in_chans: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128, 128)
 
 
 def list_backbones() -> list[str]:
-    """Names known to work (and tested); other timm CNN names are accepted by ``create_backbone`` too."""
-    return [*_REGISTRY, *TIMM_NAMES, *(TORCHVISION_PREFIX + name for name in TORCHVISION_NAMES)]
+    """Names known to work (and tested); other timm CNN, ViT, DeiT and Swin names work too."""
+    torchvision = (TORCHVISION_PREFIX + name for name in TORCHVISION_NAMES)
+    return [*_REGISTRY, *TIMM_NAMES, *TRANSFORMER_NAMES, *torchvision]
 
 
 def create_backbone(
@@ -234,15 +290,35 @@ def create_backbone(
 def _timm_backbone(name: str, in_chans: int, kwargs: dict) -> Backbone:
     import timm
 
+    transformer = _timm_module(name) in TRANSFORMER_MODULES
+    if transformer:
+        kwargs = {"dynamic_img_size": True, **kwargs}  # any input size, as for CNNs
     try:
         model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=0, **kwargs)
     except RuntimeError as err:  # timm's "Unknown model"
         raise ConfigError(
             f"unknown backbone {name!r} ({err}); known: {', '.join(list_backbones())}, or any timm CNN"
         ) from err
+    if transformer:
+        return TokenBackbone(model, in_chans)
+    if hasattr(model, "num_prefix_tokens") or getattr(model, "output_fmt", "NCHW") != "NCHW":
+        raise ConfigError(
+            f"timm model {name!r} is a transformer of a family radsight does not lay out on a patch grid; "
+            "use a ViT, DeiT or Swin name"
+        )
     if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
         raise ConfigError(f"timm model {name!r} has no feature pyramid (forward_intermediates); use a CNN")
     return TimmBackbone(model, in_chans)
+
+
+def _timm_module(name: str) -> str | None:
+    """The timm module that defines architecture ``name`` ("vision_transformer"); None if unknown."""
+    import timm
+
+    try:
+        return timm.models.model_entrypoint(timm.models.get_arch_name(name)).__module__.rpartition(".")[2]
+    except KeyError:
+        return None  # create_model reports the unknown name
 
 
 def _torchvision_backbone(arch: str, in_chans: int, kwargs: dict) -> Backbone:

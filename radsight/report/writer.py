@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from radsight.explain.names import NORMALISATIONS, Normalisation
+from radsight.metrics.saliency import MIT_JITTER
 from radsight.report.cells import section_cell
 
 CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -35,6 +37,21 @@ def per_label_rows(section: Mapping[str, Any]) -> tuple[list[str], list[list[str
     return ["label", *columns], rows
 
 
+def conventions(metrics: Mapping[str, Mapping[str, Any]], map_scale: Normalisation = "max") -> str | None:
+    """One line naming the conventions behind the map scores, so they can be set beside published ones."""
+    parts = []
+    if "localization" in metrics or "saliency" in metrics:
+        parts.append(f"explanation maps (CAMs, integrated gradients): {NORMALISATIONS[map_scale]}")
+    draws = metrics.get("saliency", {}).get("auc_judd_mit_draws")
+    if draws is not None:
+        parts.append(
+            f"auc_judd ranks tied pixels exactly, auc_judd_mit adds the MIT benchmark's jitter (uniform "
+            f"below {MIT_JITTER:g}) and averages {draws} seeded draws; NSS uses the sample standard "
+            "deviation; a fixated pixel counts once"
+        )
+    return f"Conventions: {'; '.join(parts)}." if parts else None
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -54,12 +71,15 @@ def write_report(
     *,
     n_images: int,
     notes: list[str] | None = None,
+    map_scale: Normalisation = "max",
 ) -> tuple[Path, Path]:
-    """Render ``metrics`` (metrics.json sections) and ``figures`` (caption -> PNG in out_dir)."""
+    """Render ``metrics`` (metrics.json sections) and ``figures`` (caption -> PNG in out_dir);
+    ``map_scale`` is the normalisation of the explanation maps, named in the conventions line."""
     intro = f"{n_images} images evaluated. Intervals are 95% bootstrap intervals over patients."
     md = [f"# {title}", "", intro, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
-    for note in notes or []:
+    line = conventions(metrics, map_scale)
+    for note in [*([line] if line else []), *(notes or [])]:
         md += [note, ""]
         body.append(f"<p>{html.escape(note)}</p>")
     for name, section in metrics.items():
