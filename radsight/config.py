@@ -38,6 +38,7 @@ class DataConfig(Strict):
     labels: list[str]
     image_size: tuple[int, int] = (224, 224)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int | None = Field(None, description="seed of the patient split (default: the recipe seed)")
     budget: int | None = Field(None, description="labelled images per class kept in the training split")
     budget_seed: int | None = Field(None, description="seed of the budget subset (default: the recipe seed)")
     augment: bool = True
@@ -105,6 +106,9 @@ class TrainerConfig(Strict):
     limit_train_batches: int | float | None = None
     gradient_clip_val: float | None = None
     progress_bar: bool = True
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (default: CPUs available less data-loader workers)"
+    )
 
 
 class EvaluationConfig(Strict):
