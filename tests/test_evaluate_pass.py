@@ -18,7 +18,7 @@ from radsight.evaluate import (
     explanation,
     gaze_pairs,
     lesion_pairs,
-    lung_pairs,
+    region_pairs,
 )
 from radsight.explain.cam import explain
 from radsight.methods.gaze_unet import GazeUNet
@@ -55,7 +55,7 @@ def test_maps_of_every_request_arrive_in_test_set_order(phantoms):
     )
     requests = {
         "lesions": MapRequest(lesion_pairs, explanation("gradcam"), prefer_native="per_class"),
-        "lungs": MapRequest(lung_pairs, image_index),
+        "lungs": MapRequest(region_pairs(["lungs"]), image_index),
     }
     found = collect(method, phantoms, 4, requests)
     samples = [phantoms[i] for i in range(N)]
