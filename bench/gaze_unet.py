@@ -24,6 +24,7 @@ import yaml
 from memory import peak_rss_mb
 from outputs import write_results
 
+from radsight.config import StageConfig
 from radsight.data.sample import Batch, SampleMeta
 from radsight.methods.gaze_unet import GazeUNet
 
@@ -74,7 +75,7 @@ def measure(name: str, batch_size: int, steps: int, device: torch.device) -> dic
         ["Normal", "CHF", "pneumonia"],
         "multiclass",
         {**CONFIGS[name], "pretrained": None},
-        [{"name": "joint"}],
+        [StageConfig(name="joint")],
     ).to(device)
     method.set_stage("joint")
     optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-4)

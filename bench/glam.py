@@ -24,6 +24,7 @@ import torch
 from memory import peak_rss_mb, rss_mb
 from outputs import write_results
 
+from radsight.config import StageConfig
 from radsight.data.sample import Sample, SampleMeta, collate
 from radsight.methods import method_class
 
@@ -36,8 +37,10 @@ def build(case: str):
     """The method of a case with random weights: GLAM at its published setting, or ResNet-34 + linear."""
     torch.manual_seed(0)
     if case.startswith("glam"):
-        return method_class("glam")(LABELS, "multilabel", {}, [{"name": "joint"}])
-    return method_class("supervised")(LABELS, "multilabel", {"backbone": "resnet34"}, [{"name": "classify"}])
+        return method_class("glam")(LABELS, "multilabel", {}, [StageConfig(name="joint")])
+    return method_class("supervised")(
+        LABELS, "multilabel", {"backbone": "resnet34"}, [StageConfig(name="classify")]
+    )
 
 
 def run_case(case: str, repeats: int) -> dict:

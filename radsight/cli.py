@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from radsight.errors import ConfigError, RadsightError
 from radsight.explain.names import METHODS
 from radsight.report.cells import section_cell
 
+if TYPE_CHECKING:
+    from radsight.config import Recipe
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
@@ -30,6 +33,10 @@ console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 SetOption = Annotated[list[str], typer.Option("--set", help="override a recipe field: key.sub=value")]
+SourceOptions = Annotated[
+    list[str],
+    typer.Option("--option", help="a data source option: key=value, the value read as YAML (repeatable)"),
+]
 ModelDir = Annotated[Path, typer.Option(help="model folder (model.safetensors + config.json)")]
 ImageFiles = Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")]
 METHOD_NAMES = ", ".join(METHODS)
@@ -132,14 +139,28 @@ def evaluate(
     source: Annotated[
         str | None, typer.Option(help="data source name; default: the model's own test split")
     ] = None,
-    root: Annotated[Path | None, typer.Option(help="the source's root folder")] = None,
-    options: SetOption = [],  # noqa: B006
+    root: Annotated[
+        Path | None, typer.Option(help="the source's root folder (a manifest's default: its CSV's folder)")
+    ] = None,
+    options: SourceOptions = [],  # noqa: B006 - typer reads the default, it is never mutated
+    overrides: Annotated[
+        list[str],
+        typer.Option("--set", help="override a field of the model's recipe: data.* or evaluation.*"),
+    ] = [],  # noqa: B006
+    region: Annotated[
+        list[str],
+        typer.Option(
+            help="anatomical region for the attention share: a mask name, or NAME=MASK,MASK for the "
+            "union of several masks (repeatable; default: lungs)"
+        ),
+    ] = [],  # noqa: B006
     n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for the CIs")] = None,
 ) -> None:
     """Evaluate a trained model on a dataset source, or on its own test split (from its splits.json).
 
-    On a source, images of patients the model trained or validated on are left out (with a warning).
-    The bootstrap is seeded by the model's recipe, as at training time.
+    On a source, images of patients the model trained or validated on are left out (with a warning);
+    a source with a split column is evaluated on its test rows. Images without labels are scored for
+    their maps and attention only. The bootstrap is seeded by the model's recipe, as at training time.
     """
     from radsight.config import SourceSpec
     from radsight.data.assemble import (
@@ -147,13 +168,17 @@ def evaluate(
         LabelledUnion,
         build_source,
         build_splits,
-        without_patients_of_run,
+        outside_evaluation_set,
     )
     from radsight.data.transforms import build_transforms
     from radsight.evaluate import evaluate as run_evaluation
     from radsight.methods import check_recipe, load_method
+    from radsight.threads import set_torch_threads
 
+    regions = _regions(region)
     method, recipe = load_method(model)
+    recipe = _recipe_for_evaluation(recipe, overrides)
+    set_torch_threads(recipe.trainer.threads, workers=0)
     config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
     if source is None:
         check_recipe(recipe)
@@ -167,15 +192,52 @@ def evaluate(
             recipe.data.image_size, train=False, augment=False, gaze_sigma_fraction=None
         )
         union = LabelledUnion([build_source(spec)], [source], method.label_names, transform, partial=True)
-        dataset = without_patients_of_run(union, model)
-        left_out = len(union) - len(dataset)
+        dataset, left_out = outside_evaluation_set(union, model)
         title = f"{recipe.name} on {source}"
         if left_out:
             title += f" ({left_out} images of training patients left out)"
     metrics = run_evaluation(
-        method, dataset, out, config, title=title, batch_size=recipe.data.batch_size, seed=recipe.seed
+        method,
+        dataset,
+        out,
+        config,
+        title=title,
+        batch_size=recipe.data.batch_size,
+        seed=recipe.seed,
+        regions=regions,
     )
     _print_headline(metrics, out)
+
+
+def _recipe_for_evaluation(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """The model's recipe with ``--set`` overrides of its data and evaluation sections (the rest is
+    fixed by the trained weights)."""
+    from radsight.config import apply_overrides, parse_recipe
+
+    if not overrides:
+        return recipe
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith(("data.", "evaluation.")):
+            raise ConfigError(
+                f"--set {key}: evaluate overrides the model recipe's data.* or evaluation.* fields; "
+                "pass a data source's options with --option key=value"
+            )
+    return parse_recipe(apply_overrides(recipe.model_dump(mode="json"), overrides), "the model's recipe")
+
+
+def _regions(items: list[str]) -> dict[str, tuple[str, ...]]:
+    """``--region`` values: ``NAME`` (the mask of that name) or ``NAME=MASK,MASK`` (their union)."""
+    from radsight.evaluate import DEFAULT_REGIONS
+
+    regions = {}
+    for item in items:
+        name, _, masks = (part.strip() for part in item.partition("="))
+        chosen = tuple(mask.strip() for mask in masks.split(",") if mask.strip()) or (name,)
+        if not name or ("=" in item and not masks):
+            raise ConfigError(f"--region expects NAME or NAME=MASK,MASK, got {item!r}")
+        regions[name] = chosen
+    return regions or DEFAULT_REGIONS
 
 
 @app.command()
@@ -251,7 +313,8 @@ def curve(
     payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
     for name, points in payload["recipes"].items():
         Console().print(
-            name, [(p["n_labels"], None if p["value"] is None else round(p["value"], 3)) for p in points]
+            name,
+            [(p["labels_per_class"], None if p["value"] is None else round(p["value"], 3)) for p in points],
         )
     Console().print(f"plot: {out / 'curve.png'}")
 
@@ -299,8 +362,10 @@ def glam_compare(
 def inspect_data(
     source: Annotated[str, typer.Option(help="data source name")],
     out: Annotated[Path, typer.Option(help="folder for summary.json and contact_sheet.png")],
-    root: Annotated[Path | None, typer.Option(help="the source's root folder")] = None,
-    options: SetOption = [],  # noqa: B006
+    root: Annotated[
+        Path | None, typer.Option(help="the source's root folder (a manifest's default: its CSV's folder)")
+    ] = None,
+    options: SourceOptions = [],  # noqa: B006
     max_images: Annotated[int, typer.Option(help="images on the contact sheet")] = 16,
 ) -> None:
     """Count labels and annotation coverage, and draw a contact sheet with boxes, masks and gaze."""
@@ -319,9 +384,13 @@ def inspect_data(
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``--option key=value`` items as a source's options (values read as YAML, dotted keys nest)."""
     from radsight.config import apply_overrides
 
-    return apply_overrides({}, items) if items else {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"--option expects key=value, got {item!r}")
+    return apply_overrides({}, items)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -95,6 +95,7 @@ class DataConfig(Strict):
     labels: list[str] = Field(min_length=1)
     image_size: tuple[ImageSide, ImageSide] = (224, 224)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: Seed | None = Field(None, description="seed of the patient split (default: the recipe seed)")
     budget: int | None = Field(None, ge=1, description="labelled images per class kept in the training split")
     budget_seed: Seed | None = Field(None, description="seed of the budget subset (default: the recipe seed)")
     augment: bool = True
@@ -111,8 +112,6 @@ class DataConfig(Strict):
     def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
         if abs(sum(value) - 1.0) > 1e-6 or min(value) < 0:
             raise ValueError(f"split fractions must be non-negative and sum to 1, got {value}")
-        if value[0] == 0 or value[2] == 0:
-            raise ValueError(f"the train and test fractions must be above 0, got {value}")
         return value
 
     @field_validator("labels")
@@ -173,6 +172,9 @@ class TrainerConfig(Strict):
     limit_train_batches: int | float | None = None
     gradient_clip_val: float | None = Field(None, gt=0)
     progress_bar: bool = True
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (default: CPUs available less data-loader workers)"
+    )
 
     @field_validator("devices")
     @classmethod

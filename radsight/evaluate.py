@@ -6,10 +6,15 @@ native map, any explanation method, or a kind a study brings (GLAM's global map,
 the ablation study and the GLAM comparison all score maps from this pass.
 
 Sections follow one structure everywhere: ``classification``, ``localization`` (a map per annotated
-lesion label: the method's native map, else the configured explanation; plus ``lungs_*``, the share of
-each top-class map inside the lung mask where there is one) and ``saliency`` (the method's native
-class-agnostic "saliency" map against gaze), each a flat dict of named floats plus per-label dicts,
-absent when the data has nothing to score.
+lesion label: the method's native map, else the configured explanation; plus ``<region>_*``, the share
+of each top-class map inside an anatomical region where the image has its masks: by default the mask
+``lungs``) and ``saliency`` (the method's native class-agnostic "saliency" map against gaze), each a flat
+dict of named floats plus per-label dicts, absent when the data has nothing to score (images without
+labels have no ``classification``, but their maps are still scored).
+
+``metrics.json`` and ``image_scores.json`` are written before any figure is drawn, and a figure the data
+cannot give (no label with both classes has no ROC curve) is left out with a note in the log and the
+report, so a computed number is never lost to a plot.
 """
 
 from __future__ import annotations
@@ -38,13 +43,16 @@ from radsight.metrics.attention import attention_section
 from radsight.metrics.classification import classification_curves, classification_section
 from radsight.metrics.localization import Boxes, localization_section
 from radsight.metrics.saliency import saliency_section
-from radsight.report.plots import calibration_curve, confusion_heatmap, pr_curves, roc_curves
+from radsight.report.plots import Undrawable, calibration_curve, confusion_heatmap, pr_curves, roc_curves
 from radsight.report.scores import ImageScores
 from radsight.report.writer import write_report
 
 log = logging.getLogger(__name__)
 GRID_CASES = 4  # rows of best, of worst and of random cases in the overlay grid
-LUNG_MASK = "lungs"  # the anatomical mask name whose share of the evidence is reported
+DEFAULT_REGIONS: dict[str, tuple[str, ...]] = {"lungs": ("lungs",)}
+"""Anatomical regions whose share of the evidence is reported: region name -> the masks whose union
+it is (e.g. ``{"lungs": ("left_lung", "right_lung")}``)."""
+REGION_REQUEST = "region:"  # prefix of the map requests of anatomical regions
 
 Pair = tuple[int, int, Any]
 """(image index in the batch, class index, what the map is scored against)."""
@@ -159,16 +167,24 @@ def lesion_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str
     return pairs
 
 
-def lung_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str]) -> list[Pair]:
-    """(image, top class, lung mask) for every image with a lung mask (share of evidence in the lungs)."""
-    lungs, valid = batch.masks.get(LUNG_MASK), batch.mask_valid.get(LUNG_MASK)
-    if lungs is None:
+def _region_pairs(
+    masks: Sequence[str], batch: Batch, prediction: Prediction, label_names: Sequence[str]
+) -> list[Pair]:
+    present = [batch.masks.get(name) for name in masks]
+    if any(mask is None for mask in present):
         return []
+    valid = torch.stack([batch.mask_valid[name] for name in masks]).all(dim=0)
+    region = torch.stack([mask > 0 for mask in present]).any(dim=0)
     return [
-        (i, int(prediction.probs[i].argmax()), (lungs[i] > 0).cpu().numpy())
+        (i, int(prediction.probs[i].argmax()), region[i].cpu().numpy())
         for i in range(len(batch))
-        if bool(valid[i]) and bool((lungs[i] > 0).any())
+        if bool(valid[i]) and bool(region[i].any())
     ]
+
+
+def region_pairs(masks: Sequence[str]) -> PairFinder:
+    """(image, top class, region) for every image with all of ``masks``; the region is their union."""
+    return partial(_region_pairs, tuple(masks))
 
 
 def gaze_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str]) -> list[Pair]:
@@ -249,27 +265,35 @@ def _keep(
         found.kinds.append(kind.name)
 
 
-def evaluation_requests(how: str) -> dict[str, MapRequest]:
+def evaluation_requests(
+    how: str, regions: Mapping[str, Sequence[str]] = DEFAULT_REGIONS
+) -> dict[str, MapRequest]:
     """What evaluation scores: per-class maps (native, else ``how``) of lesions and of the top class in
-    the lungs, and the native class-agnostic map against gaze."""
+    each region, and the native class-agnostic map against gaze."""
     fallback = explanation(how)
     return {
         "lesions": MapRequest(lesion_pairs, fallback, prefer_native="per_class"),
-        "lungs": MapRequest(lung_pairs, fallback, prefer_native="per_class"),
+        **{
+            f"{REGION_REQUEST}{name}": MapRequest(region_pairs(masks), fallback, prefer_native="per_class")
+            for name, masks in regions.items()
+        },
         "gaze": MapRequest(gaze_pairs, None, prefer_native="single", dtype=np.float32),
     }
 
 
-def localization_metrics(lesions: MapSet, lungs: MapSet, n_boot: int, seed: int) -> dict[str, Any] | None:
-    """Lesion localization of the maps, and the share of each top-class map inside the lungs."""
+def localization_metrics(
+    lesions: MapSet, regions: Mapping[str, MapSet], n_boot: int, seed: int
+) -> dict[str, Any] | None:
+    """Lesion localization of the maps, and the share of each top-class map inside each region."""
     boot = {"n_boot": n_boot, "seed": seed}
-    in_lungs = {}
-    if lungs.maps:
-        maps = [m.astype(np.float32) for m in lungs.maps]
-        section = attention_section(maps, lungs.truth, patient_ids=lungs.patients, **boot)
-        in_lungs = {f"lungs_{key}": value for key, value in section.items()}
+    in_regions = {}
+    for region, found in regions.items():
+        if found.maps:
+            maps = [m.astype(np.float32) for m in found.maps]
+            section = attention_section(maps, found.truth, patient_ids=found.patients, **boot)
+            in_regions |= {f"{region}_{key}": value for key, value in section.items()}
     if not lesions.maps:
-        return in_lungs or None
+        return in_regions or None
     maps = [m.astype(np.float32) for m in lesions.maps]
     section = localization_section(maps, lesions.truth, patient_ids=lesions.patients, **boot)
     per_label = {}
@@ -281,7 +305,7 @@ def localization_metrics(lesions: MapSet, lungs: MapSet, n_boot: int, seed: int)
             patient_ids=[lesions.patients[j] for j in index],
             **boot,
         )
-    return {**section, **in_lungs, "per_label": per_label}
+    return {**section, **in_regions, "per_label": per_label}
 
 
 def saliency_metrics(gaze: MapSet, n_boot: int, seed: int) -> dict[str, Any] | None:
@@ -301,7 +325,10 @@ def saliency_metrics(gaze: MapSet, n_boot: int, seed: int) -> dict[str, Any] | N
 
 def case_order(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, list[int]]:
     """Best and worst images by mean absolute error over annotated labels, and random others."""
-    error = np.nanmean(np.where(np.isnan(labels), np.nan, np.abs(probs - np.nan_to_num(labels))), axis=1)
+    annotated = ~np.isnan(labels)
+    counts = annotated.sum(axis=1)
+    total = np.where(annotated, np.abs(probs - np.nan_to_num(labels)), 0.0).sum(axis=1)
+    error = np.divide(total, counts, out=np.full(len(probs), np.nan), where=counts > 0)
     scored = np.flatnonzero(~np.isnan(error))
     ranked = scored[np.argsort(error[scored], kind="stable")]
     best, worst = ranked[:GRID_CASES].tolist(), ranked[::-1][:GRID_CASES].tolist()
@@ -345,6 +372,22 @@ def overlay_grid(
     return save_grid(rows, path)
 
 
+def draw_figures(plans: Mapping[str, Callable[[], Path | None]]) -> tuple[dict[str, Path], list[str]]:
+    """Draw each figure (caption -> drawing call); one the data cannot give is left out with a one-line
+    note, logged and returned for the report. A drawing call may also return None: nothing to show."""
+    figures, notes = {}, []
+    for caption, make in plans.items():
+        try:
+            path = make()
+        except Undrawable as reason:
+            log.warning("%s not drawn: %s", caption, reason)
+            notes.append(f"{caption} not drawn: {reason}.")
+            continue
+        if path is not None:
+            figures[caption] = path
+    return figures, notes
+
+
 def evaluate(
     method: Method,
     dataset: Dataset,
@@ -354,16 +397,23 @@ def evaluate(
     title: str,
     batch_size: int = 16,
     seed: int = 0,
+    regions: Mapping[str, Sequence[str]] = DEFAULT_REGIONS,
 ) -> dict[str, Any]:
-    """Score ``method`` on ``dataset`` and write metrics.json, report.md/html and plots into ``out_dir``."""
+    """Score ``method`` on ``dataset`` and write metrics.json, image_scores.json, then plots and
+    report.md/html into ``out_dir``; ``regions`` name the anatomical regions (see :data:`DEFAULT_REGIONS`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = collect(method, dataset, batch_size, evaluation_requests(config.explain))
+    found = collect(method, dataset, batch_size, evaluation_requests(config.explain, regions))
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
     common = {"multilabel": multilabel, "seed": seed}
-    metrics: dict[str, Any] = {
-        "classification": classification_section(
+    labelled = bool((~np.isnan(labels)).any())
+    notes = (
+        [] if labelled else [f"No image carries any of the labels {method.label_names}: no classification."]
+    )
+    metrics: dict[str, Any] = {}
+    if labelled:
+        metrics["classification"] = classification_section(
             probs,
             labels,
             method.label_names,
@@ -372,32 +422,36 @@ def evaluate(
             threshold=config.threshold,
             **common,
         )
-    }
     maps = found.maps
+    in_regions = {name: maps[f"{REGION_REQUEST}{name}"] for name in regions}
     for name, section in (
-        ("localization", localization_metrics(maps["lesions"], maps["lungs"], config.n_boot, seed)),
+        ("localization", localization_metrics(maps["lesions"], in_regions, config.n_boot, seed)),
         ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
     ):
         if section is not None:
             metrics[name] = section
-    curves = classification_curves(
-        probs, labels, method.label_names, found.patient_ids, n_boot=min(config.n_boot, 200), **common
-    )
-    figures = {
-        "ROC curves": roc_curves(curves, out_dir / "roc.png"),
-        "Precision-recall curves": pr_curves(curves, out_dir / "pr.png"),
-        "Reliability diagram": calibration_curve(curves["reliability"], out_dir / "reliability.png"),
-    }
-    if "confusion_matrix" in curves:
-        figures["Confusion matrix"] = confusion_heatmap(
-            curves["confusion_matrix"], method.label_names, out_dir / "confusion.png"
-        )
-    grid = overlay_grid(
-        method, dataset, probs, case_order(probs, labels, seed), out_dir / "overlays.png", config.explain
-    )
-    if grid is not None:
-        figures["Best, worst and random cases"] = grid
     write_json(out_dir / "metrics.json", metrics)
     ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
-    write_report(out_dir, title, metrics, figures, n_images=len(found.paths))
+    plans: dict[str, Callable[[], Path | None]] = {}
+    if labelled:
+        curves = classification_curves(
+            probs, labels, method.label_names, found.patient_ids, n_boot=min(config.n_boot, 200), **common
+        )
+        plans["ROC curves"] = partial(roc_curves, curves, out_dir / "roc.png")
+        plans["Precision-recall curves"] = partial(pr_curves, curves, out_dir / "pr.png")
+        plans["Reliability diagram"] = partial(
+            calibration_curve, curves["reliability"], out_dir / "reliability.png"
+        )
+        if "confusion_matrix" in curves:
+            matrix = curves["confusion_matrix"]
+            plans["Confusion matrix"] = partial(
+                confusion_heatmap, matrix, method.label_names, out_dir / "confusion.png"
+            )
+    order = case_order(probs, labels, seed)
+    plans["Best, worst and random cases"] = partial(
+        overlay_grid, method, dataset, probs, order, out_dir / "overlays.png", config.explain
+    )
+    figures, skipped = draw_figures(plans)
+    notes += skipped
+    write_report(out_dir, title, metrics, figures, n_images=len(found.paths), notes=notes)
     return metrics

@@ -36,6 +36,7 @@ from radsight.errors import ConfigError
 from radsight.evaluate import evaluate
 from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
+from radsight.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +141,29 @@ def stage_loaders(method: Method, splits: DataSplits, stage: str) -> tuple[DataL
     return train_loader, make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
 
 
-def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> TrainResult:
+def train(
+    recipe: Recipe, out_dir: str | Path, resume: bool = False, *, require_test: bool = True
+) -> TrainResult:
     """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept and the
-    stored split is used. The recipe is checked whole before any data is read."""
+    stored split is used. The recipe is checked whole before any data is read. ``require_test`` False
+    accepts a recipe without a test split (nothing will be evaluated)."""
     out_dir = Path(out_dir)
     check_recipe(recipe)
     _check_accelerator(recipe.trainer)
     launching = is_launching_process()
     if launching:
         _check_out_dir(out_dir, resume)
+    devices = recipe.trainer.devices
+    set_torch_threads(
+        recipe.trainer.threads, recipe.data.num_workers, devices if isinstance(devices, int) else 1
+    )
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    splits = build_splits(recipe.data, recipe.seed, stored=out_dir / SPLITS_FILE if resume else None)
+    splits = build_splits(
+        recipe.data,
+        recipe.seed,
+        stored=out_dir / SPLITS_FILE if resume else None,
+        require_test=require_test,
+    )
     method = build_method(recipe, splits.label_names)
     if launching and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +209,7 @@ def train_and_evaluate(
     title: str | None = None,
 ) -> tuple[TrainResult, dict[str, Any] | None]:
     """Train into ``out_dir`` and write the test evaluation beside the model (rank 0 only under DDP)."""
-    result = train(recipe, out_dir, resume=resume)
+    result = train(recipe, out_dir, resume=resume, require_test=evaluate_test)
     if not (evaluate_test and result.is_global_zero):
         return result, None
     metrics = evaluate(

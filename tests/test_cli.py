@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import TINY_TRAINING, run_cli
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -36,7 +38,7 @@ def test_evaluate_reproduces_the_training_metrics(trained_model, tmp_path):
 def test_evaluate_on_a_source_leaves_out_the_patients_the_model_trained_on(trained_model, tmp_path):
     # the phantoms the model was trained on, as an outside source: only its test patients remain
     options = ["n=240", "size=[128, 128]", "seed=1", "lesion_scale=1.5"]
-    flags = [item for option in options for item in ("--set", option)]
+    flags = [item for option in options for item in ("--option", option)]
     run_cli("evaluate", "--model", trained_model, "--source", "phantom", *flags, "--out", tmp_path)
     again = json.loads((tmp_path / "metrics.json").read_text())["classification"]
     first = json.loads((trained_model / "metrics.json").read_text())["classification"]
@@ -50,6 +52,24 @@ def test_evaluate_on_a_source_leaves_out_the_patients_the_model_trained_on(train
     assert again["n_patients"] == len(patients["test"])
     assert again["auroc_macro"] == pytest.approx(first["auroc_macro"])
     assert "images of training patients left out" in (tmp_path / "report.md").read_text()
+
+
+def test_set_on_evaluate_overrides_the_models_recipe_and_options_go_to_the_source(trained_model, tmp_path):
+    out = tmp_path / "fixed"
+    overrides = ["--set", "evaluation.threshold=0.5", "--set", "evaluation.n_boot=20"]
+    run_cli("evaluate", "--model", trained_model, "--out", out, *overrides)
+    classification = json.loads((out / "metrics.json").read_text())["classification"]
+    assert classification["threshold_rule"] == "fixed" and classification["threshold"] == 0.5
+    assert classification["n_boot"] == 20 and "sensitivity_at_threshold_macro" in classification
+    source = ["evaluate", "--model", trained_model, "--source", "phantom", "--out", out]
+    refused = run_cli(*source, "--set", "n=12", expect=2)
+    assert_one_line_error(refused.output, "--set n:", "data.* or evaluation.*", "--option key=value")
+    refused = run_cli(*source, "--set", "model.backbone=resnet18", expect=2)
+    assert_one_line_error(refused.output, "--set model.backbone:")
+    refused = run_cli(*source, "--option", "n", expect=2)
+    assert_one_line_error(refused.output, "--option expects key=value, got 'n'")
+    refused = run_cli(*source, "--option", "n=8", "--region", "lungs=", expect=2)
+    assert_one_line_error(refused.output, "--region expects NAME or NAME=MASK,MASK, got 'lungs='")
 
 
 def test_predict_png_and_real_dicom(trained_model, tmp_path):
@@ -115,7 +135,7 @@ def test_compare_two_runs_on_the_same_test_set(trained_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_label_efficiency_curve(recipes_dir, tmp_path):
+def test_label_efficiency_curve_scores_every_run_on_the_same_test_images(recipes_dir, tmp_path):
     overrides = [item for o in [*TINY_TRAINING, "stages.0.epochs=2"] for item in ("--set", o)]
     run_cli(
         "curve",
@@ -125,17 +145,49 @@ def test_label_efficiency_curve(recipes_dir, tmp_path):
         "--budgets",
         "5,15",
         "--seeds",
-        "1",
+        "2",
         *overrides,
     )
     payload = json.loads((tmp_path / "curve.json").read_text())
     points = payload["recipes"]["baseline_cpu"]
-    assert [p["n_labels"] for p in points] == [5, 15]
+    assert [p["labels_per_class"] for p in points] == [5, 15]
     assert all(p["value"] is not None for p in points)
     assert (tmp_path / "curve.png").stat().st_size > 0
-    split = json.loads((tmp_path / "baseline_cpu" / "b5-s0" / "splits.json").read_text())
-    bigger = json.loads((tmp_path / "baseline_cpu" / "b15-s0" / "splits.json").read_text())
-    assert split["test"] == bigger["test"] and set(split["train"]) < set(bigger["train"])
+    runs = {(b, s): tmp_path / "baseline_cpu" / f"b{b}-s{s}" for b in (5, 15) for s in (0, 1)}
+    tested = {arm: _scored_paths(run) for arm, run in runs.items()}
+    assert len(set(tested.values())) == 1 and len(tested[5, 0]) == 48  # one test set: 20% of 240
+    splits = {arm: json.loads((run / "splits.json").read_text()) for arm, run in runs.items()}
+    for seed in (0, 1):
+        assert set(splits[5, seed]["train"]) < set(splits[15, seed]["train"])  # nested budgets
+    assert splits[5, 0]["train"] != splits[5, 1]["train"]  # another draw of the labels per seed
+    for point in points:
+        counts = [len(splits[point["labels_per_class"], s["seed"]]["train"]) for s in point["seeds"]]
+        assert [s["labelled_images"] for s in point["seeds"]] == counts
+        assert point["labelled_images_mean"] == pytest.approx(np.mean(counts))
+    recorded = {
+        yaml.safe_load((run / "recipe.yaml").read_text())["data"]["split_seed"] for run in runs.values()
+    }
+    assert recorded == {0}  # the recipe's seed, written into every run folder
+
+
+def _scored_paths(run: Path) -> frozenset[str]:
+    return frozenset(row["path"] for row in json.loads((run / "image_scores.json").read_text())["rows"])
+
+
+def test_curve_arms_keep_the_recipes_split_and_vary_the_draw_and_training_seed(recipes_dir):
+    from radsight.config import load_recipe
+    from radsight.data.assemble import build_splits
+    from radsight.studies.curve import arm_overrides
+
+    recipe = recipes_dir / "baseline_cpu.yaml"
+    small = ["data.sources.0.options={n: 120, size: [32, 32], seed: 1}", "data.image_size=[32, 32]"]
+    base = load_recipe(recipe, [*small, "seed=7"])
+    arms = [load_recipe(recipe, [*small, "seed=7", *arm_overrides(base, 5, seed)]) for seed in (0, 1)]
+    assert [arm.seed for arm in arms] == [0, 1] and {arm.data.split_seed for arm in arms} == {7}
+    assert [arm.data.budget_seed for arm in arms] == [0, 1] and {arm.data.budget for arm in arms} == {5}
+    splits = [build_splits(arm.data, arm.seed).indices for arm in arms]
+    assert splits[0]["test"] == splits[1]["test"] == build_splits(base.data, 7).indices["test"]
+    assert splits[0]["train"] != splits[1]["train"]
 
 
 def test_data_inspect_on_real_nih(data_root, tmp_path):
@@ -147,7 +199,9 @@ def test_data_inspect_on_real_nih(data_root, tmp_path):
 
 
 def test_data_inspect_on_phantoms_counts_gaze(tmp_path):
-    run_cli("data", "inspect", "--source", "phantom", "--set", "n=12", "--out", tmp_path, "--max-images", "4")
+    run_cli(
+        "data", "inspect", "--source", "phantom", "--option", "n=12", "--out", tmp_path, "--max-images", "4"
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["coverage"]["fixations"] == 1.0 and summary["coverage"]["report"] == 1.0
 
@@ -202,6 +256,30 @@ def test_explanation_methods_are_named_from_one_list(recipes_dir, tmp_path):
     assert explanation_methods(",".join(METHODS)) == list(METHODS)
 
 
+def test_train_without_a_test_split_only_when_nothing_is_evaluated(recipes_dir, tmp_path, caplog):
+    tiny = [
+        "model.backbone=tiny_cnn",
+        "data.sources.0.options={n: 30, size: [32, 32]}",
+        "data.image_size=[32, 32]",
+        "stages.0.epochs=1",
+        "trainer.progress_bar=false",
+        "trainer.threads=1",
+        "data.split=[0.8, 0.2, 0.0]",
+    ]
+    flags = [item for override in tiny for item in ("--set", override)]
+    recipe = recipes_dir / "baseline_cpu.yaml"
+    refused = run_cli("train", recipe, "--out", tmp_path / "refused", *flags, expect=2)
+    assert_one_line_error(refused.output, "no test split to evaluate on", "train with --no-evaluate")
+    assert not (tmp_path / "refused").exists()
+    with caplog.at_level(logging.INFO, logger="radsight.threads"):
+        run_cli("train", recipe, "--out", tmp_path / "run", *flags, "--no-evaluate")
+    assert "torch threads: 1 (trainer.threads)" in caplog.messages
+    assert json.loads((tmp_path / "run" / "splits.json").read_text())["test"] == []
+    assert (tmp_path / "run" / "model.safetensors").is_file() and not (
+        tmp_path / "run" / "metrics.json"
+    ).exists()
+
+
 def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule") -> Path:
     Image.fromarray(np.full((40, 50), 90, dtype=np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "data.csv").write_text(f"{header}\n{rows}\n")
@@ -211,7 +289,7 @@ def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule")
 def _refused_on_manifest(root: Path, *command: object):
     """Run a command on the manifest at ``root`` (label column ``nodule``), expecting a clean refusal."""
     csv, out = f"csv={root / 'data.csv'}", root / "o"
-    options = ["--source", "manifest", "--root", root, "--set", csv, "--set", "label_columns=[nodule]"]
+    options = ["--source", "manifest", "--root", root, "--option", csv, "--option", "label_columns=[nodule]"]
     return run_cli(*command, *options, "--out", out, expect=2)
 
 
@@ -243,7 +321,7 @@ def test_empty_dataset_after_filtering(data_root, tmp_path):
         "covid",
         "--root",
         data_root / "covid-chestxray",
-        "--set",
+        "--option",
         "views=[Nonexistent]",
         "--out",
         tmp_path,

@@ -79,8 +79,6 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
         ("data.batch_size=0", "data.batch_size: Input should be greater than or equal to 1"),
         ("data.num_workers=-1", "data.num_workers: Input should be greater than or equal to 0"),
         ("data.image_size=[4, 128]", "data.image_size.0: Input should be greater than or equal to 8"),
-        ("data.split=[0.0, 0.5, 0.5]", "train and test fractions must be above 0"),
-        ("data.split=[0.8, 0.2, 0.0]", "train and test fractions must be above 0"),
         ("data.budget=0", "data.budget: Input should be greater than or equal to 1"),
         ("data.budget_seed=-2", "data.budget_seed: Input should be greater than or equal to 0"),
         ("data.gaze_sigma_fraction=0", "data.gaze_sigma_fraction: Input should be greater than 0"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from radsight.config import StageConfig
 from radsight.data.sample import collate
 from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.data.transforms import build_transforms
@@ -18,7 +19,7 @@ from radsight.evaluate import (
     explanation,
     gaze_pairs,
     lesion_pairs,
-    lung_pairs,
+    region_pairs,
 )
 from radsight.explain.cam import explain
 from radsight.methods.gaze_unet import GazeUNet
@@ -36,13 +37,15 @@ def phantoms() -> PhantomChestXray:
 
 def classifier() -> SupervisedClassifier:
     torch.manual_seed(0)
-    return SupervisedClassifier(LABELS, "multilabel", {"backbone": "tiny_cnn"}, [{"name": "classify"}])
+    return SupervisedClassifier(
+        LABELS, "multilabel", {"backbone": "tiny_cnn"}, [StageConfig(name="classify")]
+    )
 
 
 def gaze_unet() -> GazeUNet:
     torch.manual_seed(0)
     options = {"backbone": "tiny_cnn", "unet_width": 1 / 16, "fusion_features": 16, "projection_features": 16}
-    return GazeUNet(LABELS, "multilabel", options, [{"name": "joint"}])
+    return GazeUNet(LABELS, "multilabel", options, [StageConfig(name="joint")])
 
 
 def test_maps_of_every_request_arrive_in_test_set_order(phantoms):
@@ -55,7 +58,7 @@ def test_maps_of_every_request_arrive_in_test_set_order(phantoms):
     )
     requests = {
         "lesions": MapRequest(lesion_pairs, explanation("gradcam"), prefer_native="per_class"),
-        "lungs": MapRequest(lung_pairs, image_index),
+        "lungs": MapRequest(region_pairs(["lungs"]), image_index),
     }
     found = collect(method, phantoms, 4, requests)
     samples = [phantoms[i] for i in range(N)]

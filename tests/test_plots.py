@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsight.metrics.classification import classification_curves, confusion_matrix
+from radsight.metrics.classification import classification_curves, confusion_matrix, reliability_diagram
 from radsight.report import plots
 
 PIXELS = (int(plots.SIZE[0] * plots.DPI), int(plots.SIZE[1] * plots.DPI))
@@ -54,12 +54,18 @@ def test_undefined_label_is_skipped_with_a_legend_note(curves, tmp_path, monkeyp
     assert drawn["lines"] == 2 + 1 + 1  # two curves, the empty legend handle, the chance diagonal
 
 
-def test_no_defined_label_raises(curves, tmp_path):
+def test_a_figure_the_data_cannot_give_is_undrawable_and_nothing_is_written(curves, tmp_path):
     undefined = {"roc": {"Hernia": {"defined": False}}, "pr": {"Hernia": {"defined": False}}}
-    with pytest.raises(ValueError, match="no label has both classes"):
+    with pytest.raises(plots.Undrawable, match="no label has both classes"):
         plots.roc_curves(undefined, tmp_path / "roc.png")
-    with pytest.raises(ValueError, match="no label has both classes"):
+    with pytest.raises(plots.Undrawable, match="no label has both classes"):
         plots.pr_curves(undefined, tmp_path / "pr.png")
+    unlabelled = reliability_diagram(np.full((4, 2), 0.5), np.full((4, 2), np.nan))
+    with pytest.raises(plots.Undrawable, match="no image has an annotated label"):
+        plots.calibration_curve(unlabelled, tmp_path / "reliability.png")
+    with pytest.raises(plots.Undrawable, match="no recipe has a finished label budget"):
+        plots.label_efficiency_curves({"baseline": []}, tmp_path / "curve.png")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_confusion_heatmap(tmp_path):
@@ -73,11 +79,18 @@ def test_confusion_heatmap(tmp_path):
 def test_label_efficiency_curves(tmp_path):
     results = {
         "supervised": [
-            {"n_labels": n, "value": 0.6 + 0.04 * i, "ci_low": 0.55 + 0.04 * i, "ci_high": 0.65 + 0.04 * i}
+            {
+                "labels_per_class": n,
+                "value": 0.6 + 0.04 * i,
+                "ci_low": 0.55 + 0.04 * i,
+                "ci_high": 0.65 + 0.04 * i,
+            }
             for i, n in enumerate([10, 30, 100, 300])
         ],
-        "gaze_unet": [{"n_labels": n, "value": 0.65 + 0.03 * i} for i, n in enumerate([10, 30, 100, 300])],
+        "gaze_unet": [
+            {"labels_per_class": n, "value": 0.65 + 0.03 * i} for i, n in enumerate([10, 30, 100, 300])
+        ],
     }
     assert_png(plots.label_efficiency_curves(results, tmp_path / "efficiency.png"))
     with pytest.raises(ValueError, match="positive"):
-        plots.label_efficiency_curves({"x": [{"n_labels": 0, "value": 0.5}]}, tmp_path / "bad.png")
+        plots.label_efficiency_curves({"x": [{"labels_per_class": 0, "value": 0.5}]}, tmp_path / "bad.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -184,3 +185,98 @@ def test_option_errors(folder: Path) -> None:
         ManifestDataset(folder, label_columns=["Effusion"], label_names=["Effusion"])
     with pytest.raises(ConfigError, match="pass the CSV file"):
         ManifestDataset()
+
+
+# --- split column, masks of several files, encodings, default root ---------------------------------
+
+
+def test_split_column_names_each_images_split(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        _png(tmp_path / f"{name}.png")
+    rows = [
+        {"path": "a.png", "split": "train"},
+        {"path": "b.png", "split": " test"},
+        {"path": "c.png", "split": "val"},
+    ]
+    _csv(tmp_path / "manifest.csv", rows)
+    assert ManifestDataset(tmp_path).predefined_split == ["train", "test", "val"]
+    _csv(tmp_path / "manifest.csv", [{"path": "a.png"}])
+    assert ManifestDataset(tmp_path).predefined_split is None
+
+
+@pytest.mark.parametrize("cell", ["training", "", "Test"])
+def test_a_split_cell_that_is_not_train_val_or_test(tmp_path: Path, cell: str) -> None:
+    _csv(tmp_path / "manifest.csv", [{"path": "a.png", "split": "train"}, {"path": "b.png", "split": cell}])
+    with pytest.raises(DataError, match=rf"row 2, column 'split': '{cell}' is not one of train, val, test"):
+        ManifestDataset(tmp_path)
+
+
+def test_a_mask_cell_of_several_files_is_their_union(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    left, right = np.zeros((48, 64), np.uint8), np.zeros((48, 64), np.uint8)
+    left[10:40, 5:25] = 255  # 600 pixels
+    right[10:40, 20:50] = 255  # 900 pixels, 150 of them shared with the left one
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(right).save(tmp_path / "right.png")
+    _csv(
+        tmp_path / "manifest.csv",
+        [{"path": "a.png", "mask_lungs": "left.png | right.png", "mask_heart": "left.png"}],
+    )
+    sample = ManifestDataset(tmp_path)[0]
+    assert sample is not None and sample.masks is not None
+    assert int(sample.masks["lungs"].sum()) == 600 + 900 - 150
+    assert int(sample.masks["heart"].sum()) == 600
+
+
+def _bytes_csv(folder: Path, text: str, encoding: str) -> Path:
+    _png(folder / "a.png")
+    path = folder / "manifest.csv"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "cp1252"])
+def test_common_encodings_are_detected(tmp_path: Path, encoding: str, caplog) -> None:
+    csv = _bytes_csv(tmp_path, "path,report\na.png,Épanchement pleural – côté droit\n", encoding)
+    with caplog.at_level(logging.WARNING, logger="radsight.data.sources.base"):
+        sample = ManifestDataset(tmp_path)[0]
+    assert sample is not None and sample.report == "Épanchement pleural – côté droit"
+    guessed = [f"{csv} is not UTF-8: read as cp1252 (name its encoding if that is wrong)"]
+    assert caplog.messages == (guessed if encoding == "cp1252" else [])
+
+
+def test_an_undecodable_csv_names_the_encoding_option(tmp_path: Path) -> None:
+    # 0x81 (byte 18: after "path,report\n" and "a.png,") is not UTF-8 here nor defined in cp1252;
+    # latin-1 reads it as a control character
+    csv = _bytes_csv(tmp_path, "path,report\na.png,x\n", "ascii")
+    csv.write_bytes(csv.read_bytes().replace(b"x", b"\x81"))
+    with pytest.raises(DataError, match=r"cannot decode it as utf-8-sig or cp1252.*encoding=NAME") as error:
+        ManifestDataset(tmp_path)
+    assert str(csv) in str(error.value)
+    sample = ManifestDataset(tmp_path, encoding="latin-1")[0]
+    assert sample is not None and sample.report == "\x81"
+    with pytest.raises(DataError, match=r"not utf-8 text \(invalid start byte at byte 18\)"):
+        ManifestDataset(tmp_path, encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown encoding 'klingon'"):
+        ManifestDataset(tmp_path, encoding="klingon")
+
+
+def test_the_root_defaults_to_the_csv_folder_through_a_recipe_entry(tmp_path: Path) -> None:
+    from radsight.config import SourceSpec
+    from radsight.data.assemble import build_source
+
+    _png(tmp_path / "images" / "a.png")
+    (tmp_path / "lists").mkdir()
+    csv = _csv(tmp_path / "lists" / "elsewhere.csv", [{"path": "../images/a.png"}])
+    dataset = build_source(SourceSpec(name="manifest", options={"csv": str(csv)}))
+    assert dataset.root == tmp_path / "lists"
+    assert dataset[0] is not None
+
+
+def test_a_compressed_csv_is_decompressed_before_its_encoding_is_detected(tmp_path: Path) -> None:
+    import gzip
+
+    _png(tmp_path / "a.png")
+    (tmp_path / "list.csv.gz").write_bytes(gzip.compress("path,report\na.png,Ödem\n".encode("cp1252")))
+    sample = ManifestDataset(csv=tmp_path / "list.csv.gz")[0]
+    assert sample is not None and sample.report == "Ödem"

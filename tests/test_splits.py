@@ -3,14 +3,19 @@ can train on (labelled, unlabelled, annotated) hold what they say."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from radsight.config import DataConfig, SourceSpec
 from radsight.data.assemble import DataSplits, build_splits
 from radsight.data.sample import make_loader
-from radsight.data.splits import label_budget_subsets, patient_split
+from radsight.data.splits import label_budget_subsets, named_split, patient_split
 from radsight.errors import ConfigError, DataError
 
 
@@ -162,3 +167,89 @@ def test_annotated_pool_is_the_labelled_images_with_boxes(data_root) -> None:
     )
     with pytest.raises(DataError, match="pool 'annotated': no labelled training image carries boxes"):
         build_splits(none, seed=0).pool("annotated")
+
+
+# ---------------------------------------------------------------- split seed, split column, no test split
+
+
+def test_the_split_seed_fixes_the_test_set_whatever_the_recipe_seed() -> None:
+    data = _phantom_splits().data.model_copy(update={"split_seed": 5})
+    tests = [build_splits(data, seed=seed).indices for seed in (0, 1, 2)]
+    assert tests[0]["test"] == tests[1]["test"] == tests[2]["test"]
+    assert tests[0]["train"] != tests[1]["train"]  # the budget draw still follows the recipe seed
+    unfixed = [build_splits(data.model_copy(update={"split_seed": None}), seed=s).indices for s in (0, 1)]
+    assert unfixed[0]["test"] != unfixed[1]["test"]
+    assert (
+        unfixed[0]["test"] == build_splits(data.model_copy(update={"split_seed": 0}), seed=1).indices["test"]
+    )
+
+
+def test_named_split_keeps_each_patient_in_one_split() -> None:
+    split = named_split(["test", "train", "train", "val", "test"], ["a", "b", "b", "c", "d"])
+    assert {name: index.tolist() for name, index in split.items()} == {
+        "train": [1, 2],
+        "val": [3],
+        "test": [0, 4],
+    }
+    with pytest.raises(
+        DataError, match=r"1 patient\(s\) have images in several splits, e.g. 'b' in \['test', 'train'\]"
+    ):
+        named_split(["train", "test"], ["b", "b"])
+
+
+def _manifest(folder: Path, splits: list[str], patients: list[str] | None = None) -> SourceSpec:
+    """A manifest of 32 x 32 images (one per row, label ``nodule`` alternating) with a split column."""
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i, split in enumerate(splits):
+        Image.fromarray(np.full((32, 32), 10 * i, np.uint8)).save(folder / f"{i}.png")
+        patient = patients[i] if patients else f"p{i}"
+        rows.append({"path": f"{i}.png", "patient_id": patient, "split": split, "nodule": str(i % 2)})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return SourceSpec(
+        name="manifest", options={"csv": str(folder / "manifest.csv"), "label_columns": ["nodule"]}
+    )
+
+
+def _data(*sources: SourceSpec, **fields) -> DataConfig:
+    return DataConfig(sources=list(sources), labels=["nodule"], image_size=(32, 32), **fields)
+
+
+def test_a_split_column_defines_the_split_and_says_so(tmp_path, caplog) -> None:
+    spec = _manifest(tmp_path / "m", ["train", "train", "test", "val", "train", "test"])
+    with caplog.at_level(logging.INFO, logger="radsight.data.assemble"):
+        splits = build_splits(_data(spec, split=(0.0, 0.0, 1.0)), seed=0)
+    assert splits.indices == {"train": [0, 1, 4], "val": [3], "test": [2, 5]}
+    assert "splits from the data's split column, not drawn at random" in caplog.text
+    assert [Path(sample.meta.path).name for sample in splits.test] == ["2.png", "5.png"]
+
+
+def test_a_split_column_may_not_split_a_patient(tmp_path) -> None:
+    spec = _manifest(tmp_path / "m", ["train", "test", "train"], patients=["p0", "p0", "p1"])
+    with pytest.raises(DataError, match=r"'manifest:p0' in \['test', 'train'\]"):
+        build_splits(_data(spec), seed=0)
+
+
+def test_every_source_or_none_names_the_split(tmp_path) -> None:
+    named = _manifest(tmp_path / "m", ["train", "test"])
+    phantoms = SourceSpec(name="phantom", options={"n": 4, "size": [32, 32]})
+    with pytest.raises(ConfigError, match=r"data source\(s\) \['phantom'\] name no split"):
+        build_splits(_data(named, phantoms), seed=0)
+
+
+def test_no_test_split_is_accepted_only_when_nothing_is_evaluated(tmp_path) -> None:
+    spec = _manifest(tmp_path / "m", ["train", "train", "val", "train"])
+    with pytest.raises(
+        ConfigError, match=r"no test split to evaluate on \(the split column has no test rows\)"
+    ):
+        build_splits(_data(spec), seed=0)
+    assert build_splits(_data(spec), seed=0, require_test=False).indices["test"] == []
+    phantoms = _phantom_splits(budget=None).data.model_copy(update={"split": (0.8, 0.2, 0.0)})
+    with pytest.raises(ConfigError, match=r"data\.split gives the test split no share.*--no-evaluate"):
+        build_splits(phantoms, seed=0)
+    splits = build_splits(phantoms, seed=0, require_test=False)
+    assert splits.indices["test"] == [] and len(splits.indices["train"]) == 96
+    # a test split asked for but left empty (too few patients) is refused even without evaluation
+    too_few = _data(SourceSpec(name="phantom", options={"n": 2, "size": [32, 32]}), split=(0.9, 0.0, 0.1))
+    with pytest.raises(DataError, match="the test split is empty: the dataset has 2 images"):
+        build_splits(too_few, seed=0, require_test=False)

@@ -22,7 +22,7 @@ from radsight.config import DataConfig, Pool, SourceSpec, Strict, validate_optio
 from radsight.data.sample import Sample
 from radsight.data.sources import options_schema, source_class
 from radsight.data.sources.base import SourceDataset, Transform
-from radsight.data.splits import SPLIT_NAMES, label_budget_subsets, patient_split
+from radsight.data.splits import SPLIT_NAMES, label_budget_subsets, named_split, patient_split
 from radsight.data.transforms import AlignBreast, build_transforms
 from radsight.errors import ConfigError, DataError
 
@@ -115,22 +115,19 @@ def evaluation_pipeline(data: DataConfig) -> EvaluationPipeline:
 
 def source_options(spec: SourceSpec) -> dict[str, Any]:
     """The options a recipe gives one source, checked against what the source declares (and a root
-    folder where it reads files), as one ConfigError line; nothing is read from disk."""
+    folder where it reads files and has no default root), as one ConfigError line; nothing is read."""
     cls = source_class(spec.name)
     schema = options_schema(cls, GenericSourceOptions)
     checked = validate_options(schema, spec.options, f"data source {spec.name!r}")
-    if spec.root is None and _reads_files(cls):
+    root = inspect.signature(cls).parameters.get("root")
+    if spec.root is None and root is not None and root.default is inspect.Parameter.empty:
         raise ConfigError(f"data source {spec.name!r} needs a root folder (data.sources[].root)")
     return {key: getattr(checked, key) for key in checked.model_fields_set}
 
 
-def _reads_files(cls: type) -> bool:
-    """File sources take a root folder; the phantoms draw their images."""
-    return "root" in inspect.signature(cls).parameters
-
-
 def build_source(spec: SourceSpec, on_bad_file: str = "raise", reading: SourceReading | None = None) -> Any:
-    """Instantiate one source from its recipe entry (file sources need ``root``; phantoms do not).
+    """Instantiate one source from its recipe entry (file sources need ``root`` unless they default it,
+    as the manifest does to its CSV's folder; phantoms have none).
 
     ``${VAR}`` in the root and options was already read from the environment when the recipe loaded.
     The source reads its files with ``reading`` (default: the entry's own), whose alignment, when
@@ -142,9 +139,9 @@ def build_source(spec: SourceSpec, on_bad_file: str = "raise", reading: SourceRe
     options.pop(ALIGN_BREAST, None)
     if reading.align_breast:
         options["transform"] = reading.alignment()
-    if not _reads_files(cls):
+    if "root" not in inspect.signature(cls).parameters:
         return cls(**options)
-    return cls(Path(spec.root), on_bad_file=on_bad_file, **options)
+    return cls(None if spec.root is None else Path(spec.root), on_bad_file=on_bad_file, **options)
 
 
 class LabelledUnion(Dataset):
@@ -152,7 +149,8 @@ class LabelledUnion(Dataset):
 
     A recipe label that a source does not annotate is NaN for that source's images (torchxrayvision's
     harmonisation), so losses and metrics skip it rather than counting it negative. ``partial`` accepts
-    labels no source knows as long as one label is shared (evaluating a model on another dataset).
+    labels no source knows (evaluating a model on another dataset, even one without labels, whose maps
+    and attention are still scored).
     """
 
     def __init__(
@@ -166,8 +164,10 @@ class LabelledUnion(Dataset):
     ) -> None:
         known = {label for source in sources for label in source.label_names}
         unknown = [label for label in label_names if label not in known]
-        if unknown and not (partial and len(unknown) < len(label_names)):
+        if unknown and not partial:
             raise ConfigError(f"unknown label name(s) {unknown} in recipe; the sources know {sorted(known)}")
+        if unknown:
+            log.warning("the data does not annotate %s: those labels are not scored", unknown)
         self.sources = list(sources)
         self.names = list(names)
         self.label_names = list(label_names)
@@ -224,6 +224,21 @@ class LabelledUnion(Dataset):
     def annotated(self) -> np.ndarray:
         """Per image, whether it carries boxes, masks or gaze (each source says, without reading images)."""
         return np.concatenate([np.asarray(s.annotated, dtype=bool) for s in self.sources])
+
+    @property
+    def predefined_split(self) -> list[str] | None:
+        """Each image's split as its source names it (a manifest's ``split`` column); None when no source
+        names one. Either every source names its images' splits or none does."""
+        named = [getattr(source, "predefined_split", None) for source in self.sources]
+        if all(split is None for split in named):
+            return None
+        unnamed = [name for name, split in zip(self.names, named, strict=True) if split is None]
+        if unnamed:
+            raise ConfigError(
+                f"data source(s) {unnamed} name no split while the others have a split column: "
+                "give every source a split column, or none"
+            )
+        return [name for split in named for name in split]
 
     def __getitem__(self, index: int) -> Sample | None:
         k, i = self._index[index]
@@ -309,24 +324,37 @@ def build_union(data: DataConfig, pipeline: EvaluationPipeline) -> LabelledUnion
 
 
 def build_splits(
-    data: DataConfig, seed: int, stored: Path | None = None, required: Sequence[str] = SPLIT_NAMES
+    data: DataConfig,
+    seed: int,
+    stored: Path | None = None,
+    required: Sequence[str] = SPLIT_NAMES,
+    *,
+    require_test: bool = True,
 ) -> DataSplits:
-    """The recipe's splits by patient (and label budget), computed from the current files.
+    """The recipe's train/val/test views: the sources' own split where they name one (a manifest's
+    ``split`` column), else a patient split seeded by ``data.split_seed`` (default: ``seed``), the
+    training split then cut to the label budget.
 
     With ``stored`` (a run's ``splits.json``) the run's own split is used instead, found again by image
     name: a split recomputed differently (files came, went or changed) is one warning naming what
     changed, and an image of a ``required`` split that is no longer there is a DataError (evaluation
-    needs only the test split, resuming a run all three).
+    needs only the test split, resuming a run all three). An empty test split is refused unless
+    ``require_test`` is False (training without evaluating), and then only where the recipe asks for
+    none (a test fraction of 0, or a split column without test rows).
     """
     pipeline = evaluation_pipeline(data)
     union = build_union(data, pipeline)
-    indices = _split_indices(union, data, seed)
+    indices, asked, no_test = _split_indices(union, data, seed)
     images = union.image_ids
     if stored is not None:
         indices = read_back_split(stored, images, indices, required)
-    for name, index in indices.items():
-        if len(index) == 0 and (name != "val" or data.split[1] > 0):
+    for name in SPLIT_NAMES:
+        if indices[name]:
+            continue
+        if asked[name] or name == "train":
             raise DataError(None, f"the {name} split is empty: the dataset has {len(union)} images")
+        if name == "test" and require_test:
+            raise ConfigError(f"no test split to evaluate on ({no_test}): train with --no-evaluate")
     held_out = set(indices["val"]) | set(indices["test"])
     train_split = [i for i in range(len(union)) if i not in held_out]
     train_view = union.with_transform(_train_transform(data, data.augment))
@@ -352,21 +380,35 @@ def build_splits(
     )
 
 
-def _split_indices(union: LabelledUnion, data: DataConfig, seed: int) -> dict[str, list[int]]:
-    """Image indices of each split: patients dealt by ``patient_split``, the training split then cut
-    to the label budget."""
-    split = patient_split(union.patient_ids, fractions=data.split, seed=seed)
+def _split_indices(
+    union: LabelledUnion, data: DataConfig, seed: int
+) -> tuple[dict[str, list[int]], dict[str, bool], str]:
+    """Image indices of each split (patients dealt by ``patient_split``, or the data's split column),
+    the training split then cut to the label budget; which splits the recipe asks to be non-empty; and
+    why the test split may be empty."""
+    named = union.predefined_split
+    if named is None:
+        split_seed = seed if data.split_seed is None else data.split_seed
+        split = patient_split(union.patient_ids, fractions=data.split, seed=split_seed)
+        asked = dict(zip(SPLIT_NAMES, (share > 0 for share in data.split), strict=True))
+        no_test = "data.split gives the test split no share"
+    else:
+        split = named_split(named, union.patient_ids)
+        log.info("splits from the data's split column, not drawn at random (data.split is not used)")
+        asked = {"train": True, "val": False, "test": False}
+        no_test = "the split column has no test rows"
     train_index = np.asarray(split["train"])
-    if data.budget is not None:
+    if data.budget is not None and len(train_index):
         budget_seed = seed if data.budget_seed is None else data.budget_seed
         labels = union.label_matrix
         subset = label_budget_subsets(labels[train_index], [data.budget], seed=budget_seed)[data.budget]
         train_index = train_index[np.asarray(subset)]
-    return {
+    indices = {
         "train": train_index.tolist(),
         "val": list(map(int, split["val"])),
         "test": list(map(int, split["test"])),
     }
+    return indices, asked, no_test
 
 
 def read_back_split(
@@ -425,22 +467,32 @@ def _examples(images: list[str], count: int = 3) -> str:
     return ", ".join(images[:count]) + (", ..." if len(images) > count else "")
 
 
-def without_patients_of_run(dataset: LabelledUnion, run_dir: Path) -> Dataset:
-    """``dataset`` less the images of patients a run trained or validated on (its ``patients.json``),
-    so that evaluating a model on a source it partly learnt from scores only unseen patients."""
+def outside_evaluation_set(dataset: LabelledUnion, run_dir: Path) -> tuple[Dataset, int]:
+    """The images of ``dataset`` to evaluate a run's model on, and how many were left out for belonging
+    to patients the run trained or validated on (its ``patients.json``), so that evaluating a model on
+    a source it partly learnt from scores only unseen patients. A split column limits them to its
+    ``test`` rows."""
+    rows = list(range(len(dataset)))
+    named = dataset.predefined_split
+    if named is not None:
+        rows = [i for i in rows if named[i] == "test"]
+        if not rows:
+            raise DataError(None, "the split column has no test rows to evaluate")
+        log.info("evaluating the %d test rows of the split column (of %d images)", len(rows), len(dataset))
     path = Path(run_dir) / "patients.json"
     if not path.is_file():
         log.warning("%s has no patients.json: cannot exclude the patients it trained on", run_dir)
-        return dataset
-    seen = {pid for split in ("train", "val") for pid in json.loads(path.read_text()).get(split, [])}
-    keep = [i for i, pid in enumerate(dataset.patient_ids) if pid not in seen]
+        seen: set[str] = set()
+    else:
+        seen = {pid for split in ("train", "val") for pid in json.loads(path.read_text()).get(split, [])}
+    patient_ids = dataset.patient_ids
+    keep = [i for i in rows if patient_ids[i] not in seen]
     if not keep:
         raise DataError(None, "every image belongs to a patient the model trained or validated on")
-    if len(keep) == len(dataset):
-        return dataset
-    log.warning(
-        "left out %d of %d images: their patients were in the model's training or validation split",
-        len(dataset) - len(keep),
-        len(dataset),
-    )
-    return Subset(dataset, keep)
+    if len(keep) < len(rows):
+        log.warning(
+            "left out %d of %d images: their patients were in the model's training or validation split",
+            len(rows) - len(keep),
+            len(rows),
+        )
+    return (dataset if len(keep) == len(dataset) else Subset(dataset, keep)), len(rows) - len(keep)

@@ -1,4 +1,4 @@
-"""Patient-level splits and nested label-budget subsets, both deterministic by seed.
+"""Patient-level splits (seeded, or named per image by the data) and nested label-budget subsets.
 
 Images of one patient are correlated (same anatomy, often same findings); splitting by image would let
 a model be tested on the patients it trained on. Label budgets model "we could afford n expert labels
@@ -51,6 +51,24 @@ def patient_split(
         counts[split] += 1
     image_split = patient_split_of[image_patient]
     return {name: np.flatnonzero(image_split == k) for k, name in enumerate(SPLIT_NAMES)}
+
+
+def named_split(split_names: Sequence[str], patient_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Sorted image indices of each split that ``split_names`` (train, val or test per image) gives,
+    refused when a patient's images lie in two splits (the model would be tested on its own patients)."""
+    names = np.asarray(split_names, dtype=str)
+    unknown = sorted(set(names.tolist()) - set(SPLIT_NAMES))
+    if unknown:
+        raise ConfigError(f"split names must be {', '.join(SPLIT_NAMES)}, got {unknown}")
+    splits_of: dict[str, set[str]] = {}
+    for patient, name in zip(patient_ids, names.tolist(), strict=True):
+        splits_of.setdefault(patient, set()).add(name)
+    mixed = [(patient, sorted(found)) for patient, found in splits_of.items() if len(found) > 1]
+    if mixed:
+        patient, found = mixed[0]
+        problem = f"{len(mixed)} patient(s) have images in several splits, e.g. {patient!r} in {found}"
+        raise DataError(None, f"split column: {problem}; give each patient one split")
+    return {name: np.flatnonzero(names == name) for name in SPLIT_NAMES}
 
 
 def label_budget_subsets(

@@ -5,8 +5,9 @@ the backend of an interactive session and works without a display. A figure is `
 ``dpi``, so the PNG is exactly ``size * dpi`` pixels (no tight bounding box).
 
 Labels without both classes in the test set have no ROC or PR curve: they are skipped and listed in the
-legend as undefined, so that a 14-label figure still shows the other 13; a figure in which no label is
-defined raises ValueError.
+legend as undefined, so that a 14-label figure still shows the other 13. A figure the data cannot give
+at all (no label defined, no annotated label to calibrate, no curve point) raises :class:`Undrawable`,
+whose message is the one-line reason; a caller skips that figure and keeps everything else.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from numpy.typing import ArrayLike
 DPI = 100
 SIZE = (6.4, 5.6)
 UNDEFINED = "undefined: one class in test set"
+
+
+class Undrawable(ValueError):
+    """The data holds nothing this figure can show; the message says why, in one line."""
 
 
 def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -43,7 +48,7 @@ def _curves(curves: Mapping, kind: str) -> tuple[dict, list[str]]:
     entries = curves[kind]
     defined = {name: c for name, c in entries.items() if c.get("defined")}
     if not defined:
-        raise ValueError(
+        raise Undrawable(
             f"no label has both classes in the test set: there is no {kind.upper()} curve to draw"
         )
     return defined, [name for name, c in entries.items() if not c.get("defined")]
@@ -119,6 +124,8 @@ def calibration_curve(
     lower, upper = np.asarray(reliability["bin_lower"]), np.asarray(reliability["bin_upper"])
     observed, confidence = np.asarray(reliability["observed"]), np.asarray(reliability["confidence"])
     filled = np.asarray(reliability["count"]) > 0
+    if not filled.any():
+        raise Undrawable("no image has an annotated label")
     figure, ax = _figure(size)
     ax.bar(
         lower[filled],
@@ -176,15 +183,15 @@ def label_efficiency_curves(
 ) -> Path:
     """Metric against the label budget (log x), one line per recipe with its CI band where given.
 
-    ``results`` maps a recipe name to points ``{"n_labels", "value", "ci_low", "ci_high"}`` (CIs
+    ``results`` maps a recipe name to points ``{"labels_per_class", "value", "ci_low", "ci_high"}`` (CIs
     optional, None for undefined).
     """
-    if not results:
-        raise ValueError("no recipe results to draw")
+    if not any(results.values()):
+        raise Undrawable("no recipe has a finished label budget to draw")
     figure, ax = _figure(size)
     for recipe, points in results.items():
-        rows = sorted(points, key=lambda p: p["n_labels"])
-        x = np.array([p["n_labels"] for p in rows], dtype=np.float64)
+        rows = sorted(points, key=lambda p: p["labels_per_class"])
+        x = np.array([p["labels_per_class"] for p in rows], dtype=np.float64)
         if np.any(x <= 0):
             raise ValueError(f"{recipe}: label budgets must be positive for a log axis")
 

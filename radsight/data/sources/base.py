@@ -7,8 +7,14 @@ once, for every source.
 
 from __future__ import annotations
 
+import bz2
+import codecs
+import gzip
+import io
 import logging
+import lzma
 import math
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +44,8 @@ class Record:
     labels: np.ndarray | None = None
     boxes: np.ndarray | None = None
     box_labels: list[str] | None = None
-    mask_paths: dict[str, Path] = field(default_factory=dict)
+    mask_paths: dict[str, Path | tuple[Path, ...]] = field(default_factory=dict)
+    """Mask name -> its file, or several files whose union it is (e.g. a left and a right lung)."""
     fixations: np.ndarray | None = None
     report: str | None = None
     view: str | None = None
@@ -46,19 +53,82 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_csv(path: Path, required: Sequence[str], **kwargs: Any) -> pd.DataFrame:
-    """Read a CSV and fail, naming the file and the columns, when required columns are missing."""
+CSV_ENCODINGS = ("utf-8-sig", "cp1252")
+"""Tried in order when no encoding is given: UTF-8 (with or without a byte-order mark), then Windows-1252,
+which spreadsheets and older public metadata files are often saved in."""
+
+
+def read_csv(
+    path: Path, required: Sequence[str], *, encoding: str | None = None, **kwargs: Any
+) -> pd.DataFrame:
+    """Read a CSV and fail, naming the file and the columns, when required columns are missing.
+
+    Every source reads its tables here, so every source reads UTF-8, UTF-8 with a byte-order mark,
+    UTF-16 with one, and Windows-1252 without being told; ``encoding`` forces one.
+    """
     if not path.is_file():
         raise DataError(path, "file not found")
+    text = decode_text(path, encoding)
     try:
-        frame = pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        frame = pd.read_csv(io.StringIO(text), **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DataError(path, f"cannot parse CSV ({error})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(path, f"missing required column(s) {missing}; found {list(frame.columns)}")
     return frame
+
+
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+"""Compressed files read by their suffix, as pandas would (e.g. MIMIC's ``.csv.gz``)."""
+
+
+def file_bytes(path: Path) -> bytes:
+    """A file's bytes, decompressed when its suffix says it is compressed (a zip holds one file)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in COMPRESSED:
+            with COMPRESSED[suffix](path, "rb") as stream:
+                return stream.read()
+        if suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if len(names) != 1:
+                    raise DataError(path, f"a zipped CSV must hold one file, not {len(names)}")
+                return archive.read(names[0])
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as error:
+        raise DataError(path, f"cannot decompress it ({error})") from None
+    return path.read_bytes()
+
+
+def decode_text(path: Path, encoding: str | None = None) -> str:
+    """A text file's contents in ``encoding``, or else in the first of :data:`CSV_ENCODINGS` (after a
+    UTF-16 byte-order mark) that decodes it; a fallback is logged, since it is a guess."""
+    data = file_bytes(path)
+    if encoding is not None:
+        try:
+            return data.decode(encoding)
+        except LookupError:
+            raise ConfigError(f"{path}: unknown encoding {encoding!r}") from None
+        except UnicodeDecodeError as error:
+            problem = f"not {encoding} text ({error.reason} at byte {error.start}): check its encoding"
+            raise DataError(path, problem) from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    for candidate in CSV_ENCODINGS:
+        try:
+            text = data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        if "\x00" in text:  # UTF-16 or a binary file, which Windows-1252 would decode as garbage
+            break
+        if candidate != CSV_ENCODINGS[0]:
+            log.warning("%s is not UTF-8: read as %s (name its encoding if that is wrong)", path, candidate)
+        return text
+    tried = " or ".join(CSV_ENCODINGS)
+    hint = "save it as UTF-8, or name its encoding (the manifest source's option encoding=NAME)"
+    raise DataError(path, f"cannot decode it as {tried}: {hint}")
 
 
 def cell_value(cell: Any) -> Any:
@@ -235,7 +305,7 @@ class SourceDataset(Dataset):
         if record.boxes is not None and len(record.boxes):
             boxes = torch.as_tensor(np.asarray(record.boxes, dtype=np.float32)).reshape(-1, 4)
             check_boxes(boxes, (height, width), record.image_path)
-        masks = {name: read_mask(path, (height, width)) for name, path in record.mask_paths.items()}
+        masks = {name: read_mask_union(paths, (height, width)) for name, paths in record.mask_paths.items()}
         fixations = None
         if record.fixations is not None:
             fixations = torch.as_tensor(np.asarray(record.fixations, dtype=np.float32)).reshape(-1, 3)
@@ -260,6 +330,13 @@ class SourceDataset(Dataset):
             fixations=fixations,
             report=record.report,
         )
+
+
+def read_mask_union(paths: Path | tuple[Path, ...], size: tuple[int, int]) -> torch.Tensor:
+    """One mask file, or the union of several, each of the image's ``size``."""
+    if isinstance(paths, Path):
+        return read_mask(paths, size)
+    return torch.stack([read_mask(path, size) for path in paths]).any(dim=0)
 
 
 def check_boxes(boxes: torch.Tensor, size: tuple[int, int], path: str | Path, tolerance: float = 1.0) -> None:

@@ -1,6 +1,8 @@
 """Your own images as a dataset: one row per image in a CSV file (source name ``"manifest"``).
 
-The CSV is UTF-8 with a header row. Column names are case-sensitive; columns not listed here are ignored.
+The CSV has a header row; it is read as UTF-8 (with or without a byte-order mark), UTF-16 with a
+byte-order mark or, failing those, Windows-1252 (logged); the option ``encoding`` names another
+(``encoding=latin-1``). Column names are case-sensitive; columns not listed here are ignored.
 
 ``path`` (required)
     The image file (DICOM, 8/16-bit PNG or JPEG; see ``radsight.data.image_io``), absolute or relative to the
@@ -8,6 +10,10 @@ The CSV is UTF-8 with a header row. Column names are case-sensitive; columns not
 ``patient_id`` (optional)
     Groups images for patient-level splits. When the column is absent or a cell is blank, the ``path``
     cell is used, so that image counts as its own patient.
+``split`` (optional)
+    ``train``, ``val`` or ``test``: the split is then this column's, not a random one (``data.split`` is
+    not used; a patient's images must all be in one split), and ``radsight evaluate --source manifest``
+    scores the ``test`` rows only. Every row needs a value.
 ``view``, ``report`` (optional)
     Free text (e.g. "PA", "MLO"; the radiology report). A blank cell means none.
 Labels (optional), in one of two layouts chosen by an option:
@@ -17,14 +23,19 @@ Labels (optional), in one of two layouts chosen by an option:
     - ``label_names=[...]``: a ``labels`` column of ``|``-separated positive names, e.g.
       ``Effusion|Nodule``; the other names are negative. ``none`` states that no label is positive and a
       blank cell means not annotated. A name outside ``label_names`` is a DataError.
-    Without either option the samples carry no labels.
+    Without either option the samples carry no labels (evaluation then scores maps and attention only).
 ``boxes`` (optional)
     A JSON list of ``[x0, y0, x1, y1, "label"]`` in pixels of the image file (x to the right, y down),
     e.g. ``[[10, 20, 110, 140, "Nodule"]]``. Blank means no box annotation. A box outside its image is a
     DataError when the image is read.
 ``mask_<name>`` (optional, any number)
     Path (absolute or relative to the root) of a binary mask of the image's size, any nonzero pixel
-    inside; it becomes the mask ``<name>`` (``mask_lungs`` -> ``"lungs"``). Blank means no such mask.
+    inside; it becomes the mask ``<name>`` (``mask_lungs`` -> ``"lungs"``). Several paths separated by
+    ``|`` (``left.png|right.png``) make one mask, their union. Blank means no such mask.
+
+Evaluation reports the share of each map inside the mask ``lungs``; ``radsight evaluate --region``
+names other masks, and a region made of several mask columns (``--region lungs=left_lung,right_lung``
+for ``mask_left_lung`` and ``mask_right_lung``: their union).
 
 The CSV is checked when the dataset is built; error messages count rows from 1 after the header. Image
 and mask files are read when a sample is requested, so a missing or corrupt file follows ``on_bad_file``.
@@ -42,11 +53,14 @@ from typing import Any
 import numpy as np
 
 from radsight.data.sources.base import Record, SourceDataset, cell_text, multi_hot, read_csv
+from radsight.data.splits import SPLIT_NAMES
 from radsight.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 MASK_PREFIX = "mask_"
+MASK_SEPARATOR = "|"
+SPLIT_COLUMN = "split"
 NO_POSITIVE = "none"
 _LABEL_CELL_VALUES = {1.0: 1.0, 0.0: 0.0, -1.0: math.nan}
 
@@ -63,10 +77,11 @@ class ManifestDataset(SourceDataset):
         csv: str | Path | None = None,
         label_columns: Sequence[str] | None = None,
         label_names: Sequence[str] | None = None,
+        encoding: str | None = None,
         **options: Any,
     ) -> None:
         """``csv`` defaults to ``<root>/manifest.csv`` and ``root`` to the CSV's folder; ``label_columns``
-        or ``label_names`` choose the label layout (see the module docstring)."""
+        or ``label_names`` choose the label layout; ``encoding`` the CSV's (see the module docstring)."""
         if csv is None:
             if root is None:
                 raise ConfigError("manifest: pass the CSV file (csv=...) or its folder (root)")
@@ -74,6 +89,7 @@ class ManifestDataset(SourceDataset):
         if label_columns and label_names:
             raise ConfigError("manifest: give label_columns (one column per label) or label_names, not both")
         self.csv_path = Path(csv)
+        self.encoding = encoding
         self.label_columns = list(label_columns or [])
         self.all_labels = tuple(self.label_columns or label_names or ())
         super().__init__(self.csv_path.parent if root is None else root, **options)
@@ -82,7 +98,9 @@ class ManifestDataset(SourceDataset):
         required = ["path", *self.label_columns]
         if self.all_labels and not self.label_columns:
             required.append("labels")
-        table = read_csv(self.csv_path, required=required, dtype=str, keep_default_na=False)
+        table = read_csv(
+            self.csv_path, required=required, encoding=self.encoding, dtype=str, keep_default_na=False
+        )
         if "labels" in table.columns and not self.all_labels:
             log.warning("manifest: %s: 'labels' column ignored (no label_names option)", self.csv_path)
         masks = [column for column in table.columns if column.startswith(MASK_PREFIX)]
@@ -103,19 +121,39 @@ class ManifestDataset(SourceDataset):
                     boxes=boxes,
                     box_labels=box_labels,
                     mask_paths={
-                        column.removeprefix(MASK_PREFIX): self._resolve(row[column].strip())
+                        column.removeprefix(MASK_PREFIX): self._mask_files(row[column])
                         for column in masks
                         if row[column].strip()
                     },
                     report=cell_text(row.get("report")),
                     view=cell_text(row.get("view")),
+                    extra=self._split(row, where) if SPLIT_COLUMN in table.columns else {},
                 )
             )
         return records
 
+    @property
+    def predefined_split(self) -> list[str] | None:
+        """Each image's split from the ``split`` column (train, val or test); None without the column."""
+        if not self.records or SPLIT_COLUMN not in self.records[0].extra:
+            return None
+        return [record.extra[SPLIT_COLUMN] for record in self.records]
+
+    def _split(self, row: dict[str, str], where: str) -> dict[str, str]:
+        name = row[SPLIT_COLUMN].strip()
+        if name not in SPLIT_NAMES:
+            problem = f"{where}, column {SPLIT_COLUMN!r}: {name!r} is not one of {', '.join(SPLIT_NAMES)}"
+            raise DataError(self.csv_path, problem)
+        return {SPLIT_COLUMN: name}
+
     def _resolve(self, text: str) -> Path:
         path = Path(text)
         return path if path.is_absolute() else self.root / path
+
+    def _mask_files(self, cell: str) -> Path | tuple[Path, ...]:
+        """One mask file, or several (``|``-separated) whose union is the mask."""
+        paths = tuple(self._resolve(part.strip()) for part in cell.split(MASK_SEPARATOR) if part.strip())
+        return paths[0] if len(paths) == 1 else paths
 
     def _labels(self, row: dict[str, str], where: str) -> np.ndarray | None:
         """The row's label vector in whichever layout the options chose; None when there are no labels."""
