@@ -19,8 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_model, save_model
 
 from radsight.errors import ConfigError
-
-EXPORT_FORMAT = 1
+from radsight.run_folder import EXPORT_FORMAT
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -74,22 +73,6 @@ def export_model(module: torch.nn.Module, config: dict[str, Any], out_dir: str |
     out_dir = Path(out_dir)
     save_weights(module, out_dir / "model.safetensors")
     write_json(out_dir / "config.json", {"format": EXPORT_FORMAT, **config})
-
-
-def read_export_config(model_dir: str | Path) -> dict[str, Any]:
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    if not (model_dir / "model.safetensors").is_file() or not config_path.is_file():
-        raise ConfigError(
-            f"{model_dir}: not a radsight model folder (needs model.safetensors and config.json)"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{config_path}: not valid JSON ({error})") from None
-    if config.get("format") != EXPORT_FORMAT:
-        raise ConfigError(f"{config_path}: unsupported export format {config.get('format')!r}")
-    return config
 
 
 def load_weights(module: torch.nn.Module, path: str | Path) -> None:

@@ -1,6 +1,8 @@
-"""The ``radsight`` command: demo, train, evaluate, predict and data inspection.
+"""The radsight command: demo, train, evaluate, predict, explain, compare, studies and data inspection.
 
 Every user-facing failure is a RadsightError, printed as one line (file and problem) with exit code 2.
+Commands check their arguments and files before importing torch, and import Lightning's training
+machinery only where they train, so a mistyped path is answered at once.
 """
 
 from __future__ import annotations
@@ -17,30 +19,109 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from radsight.errors import ConfigError, RadsightError
+from radsight import __version__
+from radsight.data.sources import SOURCES
+from radsight.errors import ConfigError, DataError, RadsightError
 from radsight.explain.names import METHODS
-from radsight.report.cells import section_cell
+from radsight.report.cells import number, section_cell
+from radsight.run_folder import check_out_dir, clear_run_folder, is_launching_process, read_export_config
 
 if TYPE_CHECKING:
     from radsight.config import Recipe
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
-data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
+log = logging.getLogger(__name__)
+
+
+class PlainHelp:
+    """Help that names values plainly. Typer shows a type placeholder beside every value (<path>,
+    <list[str]>, and <bool> beside flags and --help) and braces around arguments; here each value shows
+    its metavar (its own, else see :func:`_metavar`) and flags show none."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if param.metavar is None:
+                param.metavar = _metavar(param)
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # the metavar in the name column says it
+        return params
+
+
+def _metavar(param: Any) -> str:
+    """An argument's name in capitals (with ... when it takes several); an option's kind of value."""
+    if isinstance(param, TyperArgument):
+        return param.name.upper() + ("..." if param.nargs != 1 else "")
+    if getattr(param, "is_flag", False):
+        return ""
+    kind = param.type_descriptor
+    return "PATH" if kind.is_path else "N" if kind.annotation is int else param.name.upper()
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+class PlainCommand(PlainHelp, TyperCommand):
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        arguments = [p.metavar for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
+        return [self.options_metavar or "", *arguments]
+
+
+class PlainGroup(PlainHelp, TyperGroup):
+    pass
+
+
+app = typer.Typer(cls=PlainGroup, no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
+subcommand = functools.partial(app.command, cls=PlainCommand)
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-SetOption = Annotated[list[str], typer.Option("--set", help="override a recipe field: key.sub=value")]
+SetOption = Annotated[
+    list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field: key.sub=value")
+]
 SourceOptions = Annotated[
     list[str],
-    typer.Option("--option", help="a data source option: key=value, the value read as YAML (repeatable)"),
+    typer.Option(
+        "--option",
+        metavar="KEY=VALUE",
+        help="a data source option: key=value, the value read as YAML (repeatable)",
+    ),
 ]
 ModelDir = Annotated[Path, typer.Option(help="model folder (model.safetensors + config.json)")]
-ImageFiles = Annotated[list[Path], typer.Argument(help="DICOM, PNG or JPEG files")]
+ImageFiles = Annotated[list[Path], typer.Argument(metavar="FILE...", help="DICOM, PNG or JPEG files")]
+Resume = Annotated[bool, typer.Option(help="continue an interrupted run in --out")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="start the run in --out over: remove what radsight wrote there, keep the rest"
+    ),
+]
 METHOD_NAMES = ", ".join(METHODS)
 COMPARED_METHODS = ",".join(m for m in METHODS if m != "native")  # native maps: only some methods have them
+SOURCE_NAMES = ", ".join(SOURCES)
+MAX_LABEL_COLUMNS = 6
+"""predict prints every label's probability up to this many labels, else the top label's only."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        Console().print(f"radsight {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def common_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    """Interpretable, label-efficient diagnosis from chest X-rays and mammograms."""
 
 
 def explanation_methods(text: str) -> list[str]:
@@ -60,10 +141,6 @@ def reports_errors(command: F) -> F:
         logging.basicConfig(
             level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
         )
-        import lightning.pytorch  # noqa: F401 - it sets its loggers' levels on import; quieten them after
-
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         # Expected here: --resume reuses a stage's checkpoint folder (radsight itself refuses a non-empty
         # run folder without it), and frozen parts of staged methods stay in eval mode on purpose.
@@ -72,10 +149,26 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RadsightError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def quiet_trainer_logs() -> None:
+    """Import Lightning's trainer, for the commands that train, and keep its loggers to warnings (it sets
+    them to INFO on import; radsight logs its own progress)."""
+    import lightning.pytorch  # noqa: F401
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def existing_files(files: list[Path]) -> None:
+    """Check that every file exists before anything heavy is imported."""
+    for path in files:
+        if not path.is_file():
+            raise DataError(path, "file not found")
 
 
 def builtin_recipe(name: str) -> Path:
@@ -84,14 +177,22 @@ def builtin_recipe(name: str) -> Path:
 
 
 def _train_and_evaluate(
-    recipe_path: Path, out: Path, overrides: list[str], resume: bool, evaluate: bool
+    recipe_path: Path, out: Path, overrides: list[str], *, resume: bool, force: bool, evaluate: bool
 ) -> None:
+    """Check the recipe and the run folder (clearing it with ``force``), then import training and run."""
     from radsight.config import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    if resume and force:
+        raise ConfigError("--resume continues the run in --out and --force starts it over: pass one of them")
+    if is_launching_process():  # DDP ranks re-run the command on the folder their launcher prepared
+        if force and (removed := clear_run_folder(out)):
+            log.info("--force: removed %s from %s", ", ".join(removed), out)
+        check_out_dir(out, resume)
+    quiet_trainer_logs()
     from radsight.train import train_and_evaluate
 
-    _, metrics = train_and_evaluate(
-        load_recipe(recipe_path, overrides), out, resume=resume, evaluate_test=evaluate
-    )
+    _, metrics = train_and_evaluate(recipe, out, resume=resume, evaluate_test=evaluate)
     if metrics is not None:
         _print_headline(metrics, out)
 
@@ -108,36 +209,40 @@ def _print_headline(metrics: dict[str, Any], out: Path) -> None:
     Console().print(f"report: {out / 'report.md'}")
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the model, metrics and report")] = Path("demo"),
     overrides: SetOption = [],  # noqa: B006 - typer reads the default, it is never mutated
+    resume: Resume = False,
+    force: Force = False,
 ) -> None:
     """Generate phantoms, train the baseline, evaluate it on held-out phantoms and write the report."""
-    _train_and_evaluate(builtin_recipe("baseline_cpu.yaml"), out, overrides, resume=False, evaluate=True)
+    recipe = builtin_recipe("baseline_cpu.yaml")
+    _train_and_evaluate(recipe, out, overrides, resume=resume, force=force, evaluate=True)
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def train(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
     out: Annotated[Path, typer.Option(help="run folder")],
     overrides: SetOption = [],  # noqa: B006
-    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
+    resume: Resume = False,
+    force: Force = False,
     evaluate: Annotated[bool, typer.Option(help="evaluate on the test split afterwards")] = True,
 ) -> None:
     """Train a recipe (all its stages), export the model and evaluate it on the test split."""
-    _train_and_evaluate(recipe, out, overrides, resume=resume, evaluate=evaluate)
+    _train_and_evaluate(recipe, out, overrides, resume=resume, force=force, evaluate=evaluate)
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def evaluate(
     model: ModelDir,
     out: Annotated[Path, typer.Option(help="folder for metrics.json, report.md/html and plots")],
     source: Annotated[
-        str | None, typer.Option(help="data source name; default: the model's own test split")
+        str | None, typer.Option(help=f"data source ({SOURCE_NAMES}); default: the model's own test split")
     ] = None,
     root: Annotated[
         Path | None, typer.Option(help="the source's root folder (a manifest's default: its CSV's folder)")
@@ -162,6 +267,7 @@ def evaluate(
     a source with a split column is evaluated on its test rows. Images without labels are scored for
     their maps and attention only. The bootstrap is seeded by the model's recipe, as at training time.
     """
+    read_export_config(model)
     from radsight.config import SourceSpec
     from radsight.data.assemble import (
         SPLITS_FILE,
@@ -240,23 +346,59 @@ def _regions(items: list[str]) -> dict[str, tuple[str, ...]]:
     return regions or DEFAULT_REGIONS
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def predict(
     model: ModelDir,
     files: ImageFiles,
     out: Annotated[Path, typer.Option(help="folder for predictions.json and overlays")],
-    explain: Annotated[str, typer.Option(help=f"map drawn on each file: {METHOD_NAMES}")] = "",
+    explain: Annotated[
+        str, typer.Option(metavar="METHOD", help=f"map drawn on each file: {METHOD_NAMES}")
+    ] = "",
+    refuse_foreign: Annotated[
+        bool,
+        typer.Option(
+            "--refuse-foreign",
+            help="stop, naming the file, when a file is unlike the model's training images (another "
+            "modality or body part, or image statistics far from theirs); without it such a file is "
+            "predicted with a warning",
+        ),
+    ] = False,
 ) -> None:
     """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels."""
+    read_export_config(model)
+    existing_files(files)
+    how = explanation_methods(explain)[0] if explain else None
     from radsight.predict import predict_files
 
-    how = explanation_methods(explain)[0] if explain else None
-    written = predict_files(model, files, out, how)
-    Console().print(f"wrote {written}")
+    payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign)
+    _print_predictions(payload)
+    Console().print(f"wrote {out / 'predictions.json'}")
 
 
-@app.command("explain")
+def _print_predictions(payload: dict[str, Any]) -> None:
+    """One row per file (its top label and, for a few labels, every probability), then one line per
+    file that is unlike the model's training images."""
+    rows = payload["files"]
+    labels = list(rows[0]["probabilities"]) if rows else []
+    per_label = labels if len(labels) <= MAX_LABEL_COLUMNS else []
+    table = Table("file", "top label", "probability", *per_label, title="predictions")
+    for row in rows:
+        probabilities = row["probabilities"]
+        table.add_row(
+            escape(Path(row["path"]).name),
+            escape(row["top_label"]),
+            f"{probabilities[row['top_label']]:.3f}",
+            *(f"{probabilities[label]:.3f}" for label in per_label),
+        )
+    Console().print(table)
+    for row in rows:
+        if row["warnings"]:
+            text = f"{row['path']}: {'; '.join(row['warnings'])}"
+            console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+@subcommand("explain")
 @reports_errors
 def explain_command(
     model: ModelDir,
@@ -266,9 +408,12 @@ def explain_command(
     steps: Annotated[int, typer.Option(help="points of the deletion and insertion curves")] = 20,
 ) -> None:
     """Explain each file's top class with several methods side by side, scored by deletion/insertion AUC."""
+    read_export_config(model)
+    existing_files(files)
+    chosen = explanation_methods(methods)
     from radsight.explain_files import explain_files
 
-    result = explain_files(model, files, out, explanation_methods(methods), steps)
+    result = explain_files(model, files, out, chosen, steps)
     table = Table("method", "deletion AUC (lower is better)", "insertion AUC (higher is better)")
     for how, score in result["mean"].items():
         table.add_row(how, f"{score['deletion_auc']:.3f}", f"{score['insertion_auc']:.3f}")
@@ -276,7 +421,7 @@ def explain_command(
     console.print(f"wrote {out / 'explain.json'}")
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="evaluated run folders; the first is the reference")],
@@ -285,13 +430,25 @@ def compare(
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
 ) -> None:
     """One table of several runs on the same test images, with paired bootstrap tests vs the first."""
-    from radsight.report.compare import compare_runs
+    from radsight.report.compare import HEADLINE, compare_runs
 
-    compare_runs(runs, out, metrics=metric, n_boot=n_boot)
-    Console().print((out / "compare.md").read_text())
+    result = compare_runs(runs, out, metrics=metric, n_boot=n_boot)
+    table = Table("run", *HEADLINE, title=f"comparison on {result['n_images']} shared test images (95% CI)")
+    for row in result["runs"]:
+        table.add_row(escape(row["run"]), *(section_cell(row, key) for key in HEADLINE))
+    tests = Table(
+        "run", "metric", "difference [95% CI]", "p", title="paired bootstrap tests against the first"
+    )
+    for test in result["paired_tests"]:
+        tests.add_row(
+            escape(test["run"]), test["metric"], section_cell(test, "difference"), number(test["p_value"], 4)
+        )
+    Console().print(table)
+    Console().print(tests)
+    Console().print(f"wrote {out / 'compare.md'}")
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def curve(
     recipes: Annotated[list[Path], typer.Argument(help="one or more recipe YAML files")],
@@ -303,13 +460,13 @@ def curve(
     resume: Annotated[bool, typer.Option(help="reuse finished runs in --out")] = False,
 ) -> None:
     """Label-efficiency curve: test metric against the number of labels, one line per recipe."""
-    from radsight.errors import ConfigError
     from radsight.studies.curve import run_curve
 
     try:
         values = [int(b) for b in budgets.split(",") if b.strip()]
     except ValueError:
         raise ConfigError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
+    quiet_trainer_logs()
     payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
     for name, points in payload["recipes"].items():
         Console().print(
@@ -319,7 +476,7 @@ def curve(
     Console().print(f"plot: {out / 'curve.png'}")
 
 
-@app.command()
+@subcommand()
 @reports_errors
 def ablate(
     ablation: Annotated[Path, typer.Argument(help="ablation YAML: a base recipe and its variants")],
@@ -331,11 +488,12 @@ def ablate(
     """Train every variant under the same budget, evaluate each on the same test split, one table."""
     from radsight.studies.ablation import run_ablation
 
+    quiet_trainer_logs()
     run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
     Console().print((out / "ablation.md").read_text())
 
 
-@app.command("glam-compare")
+@subcommand("glam-compare")
 @reports_errors
 def glam_compare(
     glam: Annotated[Path, typer.Option(help="run folder of glam (with its local stages)")],
@@ -357,10 +515,10 @@ def glam_compare(
     Console().print(json.dumps(result["relative_dice_gain"], indent=2))
 
 
-@data_app.command("inspect")
+@data_app.command("inspect", cls=PlainCommand)
 @reports_errors
 def inspect_data(
-    source: Annotated[str, typer.Option(help="data source name")],
+    source: Annotated[str, typer.Option(help=f"data source: {SOURCE_NAMES}")],
     out: Annotated[Path, typer.Option(help="folder for summary.json and contact_sheet.png")],
     root: Annotated[
         Path | None, typer.Option(help="the source's root folder (a manifest's default: its CSV's folder)")

@@ -9,7 +9,7 @@ reaches the model exactly as the recipe's own images of that source did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,13 @@ from torch import Tensor
 from radsight.config import Recipe
 from radsight.data.assemble import EvaluationPipeline, SourceReading, evaluation_pipeline
 from radsight.data.image_io import DicomIdentity, ImageInfo, read_image
+from radsight.data.input_profile import InputProfile
 from radsight.data.sample import Batch, Sample, SampleMeta, collate
 from radsight.data.transforms import Geometry
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay
 from radsight.methods import Method, load_method
+from radsight.run_folder import INPUT_PROFILE_FILE
 
 # Overlays are drawn at the file's resolution up to this many pixels on the long side (a full mammogram
 # at 2944 x 1920 keeps its resolution; larger detector images are shrunk to stay viewable).
@@ -35,31 +37,40 @@ class LoadedModel:
     """A trained model held for repeated inference: the method, its recipe, and how files are read.
 
     ``source`` names the recipe source whose files the inputs resemble; it is needed only when the
-    recipe's sources read files differently (see :meth:`EvaluationPipeline.reading`).
+    recipe's sources read files differently (see :meth:`EvaluationPipeline.reading`). ``profile`` is
+    what the training images looked like; None for models exported before profiles, whose inputs
+    cannot be checked.
     """
 
     method: Method
     recipe: Recipe
     pipeline: EvaluationPipeline
     reading: SourceReading
+    profile: InputProfile | None = None
 
     @classmethod
-    def from_method(cls, method: Method, recipe: Recipe, source: str | None = None) -> LoadedModel:
+    def from_method(
+        cls, method: Method, recipe: Recipe, source: str | None = None, profile: InputProfile | None = None
+    ) -> LoadedModel:
         pipeline = evaluation_pipeline(recipe.data)
-        return cls(method, recipe, pipeline, pipeline.reading(source))
+        return cls(method, recipe, pipeline, pipeline.reading(source), profile)
 
     @classmethod
     def load(cls, model_dir: str | Path, source: str | None = None) -> LoadedModel:
-        """Load a run folder's export once (``model.safetensors`` + ``config.json``)."""
+        """Load a run folder's export once (``model.safetensors`` + ``config.json``, and the
+        ``input_profile.json`` of its training images where there is one)."""
         method, recipe = load_method(model_dir)
-        return cls.from_method(method, recipe, source)
+        return cls.from_method(
+            method, recipe, source, InputProfile.read(Path(model_dir) / INPUT_PROFILE_FILE)
+        )
 
     @property
     def label_names(self) -> list[str]:
         return self.method.label_names
 
     def prepare(self, file: str | Path | bytes, *, name: str | None = None) -> PreparedFile:
-        """Read one file and build the model's input from it; a bad file is a DataError naming it."""
+        """Read one file and build the model's input from it; a bad file is a DataError naming it, and
+        a file unlike the training images carries warnings saying how."""
         label = name or ("<bytes>" if isinstance(file, bytes | bytearray | memoryview) else str(file))
         image, info = read_image(file, name=label, **self.reading.read_options)
         meta = SampleMeta(
@@ -71,18 +82,21 @@ class LoadedModel:
             extra={"bits_stored": info.bits_stored},
         )
         sample = self.pipeline.model_input(Sample(image=image, meta=meta), self.reading)
-        return PreparedFile(label, image, info, collate([sample]), Geometry.of(sample))
+        warnings = [] if self.profile is None else self.profile.check(image, info.dicom)
+        return PreparedFile(label, image, info, collate([sample]), Geometry.of(sample), warnings)
 
 
 @dataclass
 class PreparedFile:
-    """One file as read, the model's input built from it (a batch of one), and the way back."""
+    """One file as read, the model's input built from it (a batch of one), the way back, and how the
+    file is unlike the model's training images (empty: like them, or the model has no profile)."""
 
     name: str
     image: Tensor  # 1 x H x W, the file as read
     info: ImageInfo
     batch: Batch
     geometry: Geometry
+    warnings: list[str] = field(default_factory=list)
 
     def draw(self, heat: Tensor, title: str, regions: Tensor | None = None) -> np.ndarray:
         """The file with a map in its own pixels (and ``regions`` outlined), at most MAX_OVERLAY_SIDE."""
@@ -137,6 +151,11 @@ class FilePrediction:
     @property
     def dicom(self) -> DicomIdentity | None:
         return self.file.info.dicom
+
+    @property
+    def warnings(self) -> list[str]:
+        """How the file is unlike the model's training images (see :class:`InputProfile`)."""
+        return self.file.warnings
 
 
 def infer(

@@ -2,24 +2,53 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from rich.progress import track
 
 from radsight.checkpoints import write_json
+from radsight.errors import ConfigError, DataError
 from radsight.infer import LoadedModel, infer
 
+log = logging.getLogger(__name__)
 
-def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | None = None) -> Path:
-    """Write ``predictions.json`` (per-file probabilities) and ``<stem>.overlay.png`` per file.
+
+def predict_files(
+    model_dir: Path,
+    files: list[Path],
+    out_dir: Path,
+    how: str | None = None,
+    *,
+    refuse_foreign: bool = False,
+) -> dict[str, Any]:
+    """Write ``predictions.json`` (per-file probabilities and warnings) and ``<stem>.overlay.png`` per
+    file; return what predictions.json holds.
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
-    bad one stops the run with its name before anything is written.
+    bad one stops the run with its name before anything is written; so does, with ``refuse_foreign``,
+    a file unlike the model's training images (otherwise it is predicted with its warnings).
     """
     model = LoadedModel.load(model_dir)
+    if model.profile is None:
+        if refuse_foreign:
+            raise ConfigError(
+                f"{model_dir}: no input profile (exported before inputs were checked), so foreign "
+                "files cannot be refused; retrain the model or predict without refusing"
+            )
+        log.warning(
+            "%s has no input profile (exported before inputs were checked): the files cannot be checked "
+            "against the training images",
+            model_dir,
+        )
     how = how or model.recipe.evaluation.explain
     inputs = [model.prepare(path) for path in files]
+    foreign = [item for item in inputs if item.warnings]
+    if refuse_foreign and foreign:
+        others = f" (and {len(foreign) - 1} more of the {len(inputs)} files)" if len(foreign) > 1 else ""
+        raise DataError(foreign[0].name, f"refused, {'; '.join(foreign[0].warnings)}{others}")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for item in track(inputs, description="predicting"):
@@ -38,8 +67,14 @@ def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | 
                 "original_size": list(prediction.original_size),
                 "regions": None if regions is None else regions.round().int().tolist(),
                 "mirrored_for_the_model": prediction.mirrored,
+                "warnings": prediction.warnings,
             }
         )
-    result = out_dir / "predictions.json"
-    write_json(result, {"model": str(model_dir), "explanation": how, "files": rows})
-    return result
+    payload = {
+        "model": str(model_dir),
+        "explanation": how,
+        "inputs_checked": model.profile is not None,
+        "files": rows,
+    }
+    write_json(out_dir / "predictions.json", payload)
+    return payload

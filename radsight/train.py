@@ -10,6 +10,7 @@ Layout of a run folder:
   stages/<stage>/done.json    written when the stage has finished; its weights are in stage.safetensors
   train_log.jsonl         one line per finished epoch
   model.safetensors, config.json   the inference export
+  input_profile.json      what the training images looked like (prediction warns about files unlike them)
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from torch.utils.data import DataLoader
 from radsight.checkpoints import AtomicCheckpointIO, export_model, load_weights, save_weights, write_json
 from radsight.config import Recipe, TrainerConfig
 from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
+from radsight.data.input_profile import training_profile
 from radsight.data.sample import make_loader
 from radsight.errors import ConfigError
 from radsight.evaluate import evaluate
 from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
+from radsight.run_folder import INPUT_PROFILE_FILE, check_out_dir, is_launching_process
 from radsight.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -77,23 +80,6 @@ class TrainResult:
     method: Method
     splits: DataSplits
     is_global_zero: bool
-
-
-def is_launching_process() -> bool:
-    """True in the process a user started; False in the ranks that Lightning or a cluster launcher
-    starts for DDP (they re-run the same command and must not re-check or rewrite the run folder)."""
-    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
-
-
-def _check_out_dir(out_dir: Path, resume: bool) -> None:
-    if resume:
-        if not (out_dir / "recipe.yaml").is_file():
-            raise ConfigError(f"{out_dir}: nothing to resume (no recipe.yaml from an earlier run)")
-        return
-    if (out_dir / "recipe.yaml").exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out"
-        )
 
 
 def _check_accelerator(trainer: TrainerConfig) -> None:
@@ -152,7 +138,7 @@ def train(
     _check_accelerator(recipe.trainer)
     launching = is_launching_process()
     if launching:
-        _check_out_dir(out_dir, resume)
+        check_out_dir(out_dir, resume)
     devices = recipe.trainer.devices
     set_torch_threads(
         recipe.trainer.threads, recipe.data.num_workers, devices if isinstance(devices, int) else 1
@@ -197,6 +183,7 @@ def train(
         trainer.strategy.barrier()
     if is_global_zero:
         export_model(method, export_config(recipe, splits.label_names), out_dir)
+        write_json(out_dir / INPUT_PROFILE_FILE, training_profile(splits, recipe.seed).to_json())
     return TrainResult(out_dir=out_dir, method=method, splits=splits, is_global_zero=is_global_zero)
 
 

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 import yaml
 from conftest import TINY_TRAINING, run_cli
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from radsight.cli import explanation_methods
+import radsight
+from radsight.cli import app, explanation_methods
+from radsight.data.sources import SOURCES
 from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.explain.names import METHODS
+from radsight.report.cells import section_cell
+from radsight.run_folder import RUN_ENTRIES, clear_run_folder
 
 
 def assert_one_line_error(output: str, *fragments: str) -> None:
@@ -123,15 +133,23 @@ def test_explain_compares_methods_on_a_file_with_faithfulness_scores(trained_mod
     assert_one_line_error(refused.output, "unknown explanation method(s) ['gradcm']")
 
 
-def test_compare_two_runs_on_the_same_test_set(trained_model, tmp_path):
+def test_compare_two_runs_on_the_same_test_set(trained_model, tmp_path, monkeypatch):
     second = tmp_path / "second"
     run_cli("evaluate", "--model", trained_model, "--out", second, "--n-boot", "100")
     out = tmp_path / "cmp"
-    run_cli("compare", trained_model, second, "--out", out, "--n-boot", "200")
+    monkeypatch.setenv("COLUMNS", "250")
+    printed = run_cli("compare", trained_model, second, "--out", out, "--n-boot", "200").output
     result = json.loads((out / "compare.json").read_text())
     test = result["paired_tests"][0]
     assert test["difference"] == pytest.approx(0.0) and test["p_value"] == pytest.approx(1.0)
     assert "Paired bootstrap tests" in (out / "compare.md").read_text()
+    # the terminal gets tables, not the Markdown source
+    assert "|---|" not in printed and "paired bootstrap tests against the first" in printed
+    lines = printed.splitlines()
+    for row in result["runs"]:
+        cells = [row["run"], section_cell(row, "auroc_macro"), section_cell(row, "ece")]
+        assert any(all(cell in line for cell in cells) for line in lines), row["run"]
+    assert any(str(second) in line and "1.0000" in line for line in lines)  # the test's p value
 
 
 @pytest.mark.slow
@@ -328,3 +346,135 @@ def test_empty_dataset_after_filtering(data_root, tmp_path):
         expect=2,
     )
     assert_one_line_error(result.output, "covid", "no samples left after filtering")
+
+
+# --- start-up, help, version, run folders ------------------------------------------------------------
+
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from radsight.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+heavy = sorted(name for name in ("torch", "torchvision", "lightning", "timm") if name in sys.modules)
+print(json.dumps({"exit": result.exit_code, "output": result.output, "heavy": heavy}))
+"""
+"""Run the CLI in a fresh interpreter and report its exit code, its output and the heavy packages that
+were imported by then."""
+
+
+def probe(cwd: Path, *args: object) -> dict:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-c", PROBE, *map(str, args)]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_wrong_paths_and_arguments_are_answered_before_torch_is_imported(tmp_path):
+    fake = tmp_path / "model"  # passes the folder check; its weights would never load
+    fake.mkdir()
+    (fake / "config.json").write_text('{"format": 1}')
+    (fake / "model.safetensors").touch()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    missing_model = tmp_path / "MISSING"
+    not_a_model = (
+        f"error: {missing_model}: not a radsight model folder (needs model.safetensors and config.json)\n"
+    )
+    cases = [
+        (("predict", "--model", missing_model, "x.png", "--out", "o"), not_a_model),
+        (("predict", "--model", fake, "x.png", "--out", "o"), "error: x.png: file not found\n"),
+        (("explain", "--model", fake, "x.png", "--out", "o"), "error: x.png: file not found\n"),
+        (("evaluate", "--model", missing_model, "--out", "o"), not_a_model),
+        (
+            ("demo", "--out", tmp_path / "mine", "--force"),
+            f"error: {tmp_path / 'mine'}: not a radsight run folder (no recipe.yaml); "
+            "--force only starts a run over\n",
+        ),
+    ]
+    for args, expected in cases:
+        answer = probe(tmp_path, *args)
+        assert (answer["exit"], answer["output"], answer["heavy"]) == (2, expected, []), args
+    for args in [("--help",), ("predict", "--help"), ("--version",)]:
+        answer = probe(tmp_path, *args)
+        assert (answer["exit"], answer["heavy"]) == (0, []), args
+    answer = probe(tmp_path, "predict", "--model", fake)  # a usage error
+    assert answer["exit"] == 2 and "Missing argument 'FILE...'" in answer["output"] and answer["heavy"] == []
+
+
+def _command_paths() -> list[list[str]]:
+    group = typer.main.get_command(app)
+    paths = [[]]
+    for name, command in group.commands.items():
+        paths.append([name])
+        paths += [[name, sub] for sub in getattr(command, "commands", {})]
+    return paths
+
+
+def test_help_texts_name_values_plainly():
+    paths = _command_paths()
+    assert ["data", "inspect"] in paths and ["predict"] in paths
+    for path in paths:
+        text = run_cli(*path, "--help").output
+        assert "``" not in text, path  # reST markup
+        assert not re.search(r"<[a-zA-Z][\w\[\], ]*>", text), (path, text)  # typer's <path>, <list[str]>
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "{" not in usage, usage
+    predict = run_cli("predict", "--help").output
+    assert "FILE..." in predict and "--refuse-foreign" in predict
+    for command in (["evaluate"], ["data", "inspect"]):
+        help_text = " ".join(run_cli(*command, "--help").output.replace("│", " ").split())
+        assert ", ".join(SOURCES) in help_text, command
+
+
+def test_version():
+    assert run_cli("--version").output == f"radsight {radsight.__version__}\n"
+
+
+def test_demo_resume_and_force_are_checked_before_training(tmp_path):
+    refused = run_cli("demo", "--out", tmp_path / "empty", "--resume", expect=2)
+    assert_one_line_error(refused.output, "nothing to resume (no recipe.yaml from an earlier run)")
+    refused = run_cli("demo", "--out", tmp_path / "x", "--resume", "--force", expect=2)
+    assert_one_line_error(refused.output, "--resume continues the run", "pass one of them")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: earlier\n")
+    refused = run_cli("demo", "--out", run, expect=2)
+    assert_one_line_error(
+        refused.output, "already holds a run: pass --resume to continue it, --force to start"
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    refused = run_cli("demo", "--out", mine, "--force", expect=2)
+    assert_one_line_error(refused.output, "not a radsight run folder")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_clearing_a_run_folder_keeps_what_radsight_did_not_write(tmp_path):
+    for name in ("recipe.yaml", "metrics.json", "report.md", "notes.txt", "stages/classify/last.ckpt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "my_scans").mkdir()
+    (tmp_path / "my_scans" / "a.png").write_text("x")
+    assert clear_run_folder(tmp_path) == ["recipe.yaml", "stages", "metrics.json", "report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_scans", "notes.txt"]
+
+
+def test_the_run_entries_cover_everything_a_run_writes(trained_model):
+    written = {p.name for p in trained_model.iterdir()}
+    assert "input_profile.json" in written and written <= set(RUN_ENTRIES), written - set(RUN_ENTRIES)
+
+
+@pytest.mark.slow
+def test_force_starts_a_run_over_and_keeps_the_users_files(trained_model, recipes_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_model, run)
+    (run / "notes.txt").write_text("mine")
+    overrides = [item for o in [*TINY_TRAINING, "stages.0.epochs=1"] for item in ("--set", o)]
+    run_cli("train", recipes_dir / "baseline_cpu.yaml", "--out", run, "--force", "--no-evaluate", *overrides)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in log] == [0]  # trained afresh: one epoch, not the earlier eight + 1
+    assert json.loads((run / "stages" / "classify" / "done.json").read_text())["epochs"] == 1
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not (run / "metrics.json").exists()  # the earlier run's evaluation went with it

@@ -28,7 +28,8 @@ _CONTAINER_DEPTHS = (10, 12, 14, 16)
 
 @dataclass(frozen=True)
 class DicomIdentity:
-    """Which study, series and instance a DICOM file is, so results can be filed back with it."""
+    """Which study, series and instance a DICOM file is, so results can be filed back with it, and what
+    it shows (modality, body part), so a model can tell images unlike its training ones."""
 
     study_instance_uid: str | None
     series_instance_uid: str | None
@@ -39,6 +40,7 @@ class DicomIdentity:
     modality: str | None
     laterality: str | None
     view_position: str | None
+    body_part_examined: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ def _dicom_identity(dataset: Any) -> DicomIdentity:
         modality=text("Modality"),
         laterality=text("ImageLaterality") or text("Laterality"),
         view_position=text("ViewPosition"),
+        body_part_examined=text("BodyPartExamined"),
     )
 
 

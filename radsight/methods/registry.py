@@ -12,11 +12,12 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from radsight.checkpoints import load_weights, read_export_config
+from radsight.checkpoints import load_weights
 from radsight.config import Recipe
 from radsight.data.assemble import source_options
 from radsight.errors import ConfigError
 from radsight.methods.base import Method
+from radsight.run_folder import read_export_config
 
 METHODS = {
     "supervised": "radsight.methods.supervised:SupervisedClassifier",

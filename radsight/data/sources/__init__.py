@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
@@ -33,6 +34,35 @@ VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 NOT_OPTIONS = frozenset({"self", "root", "transform", "on_bad_file"})
 """Constructor arguments a recipe does not set as options: ``root`` and the recipe's ``on_bad_file``
 have their own fields, and the transform is built from the recipe."""
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """What a source's images are, in DICOM's words: the Modality and BodyPartExamined values that such
+    images carry, so a file whose tags say otherwise can be told apart from the training images."""
+
+    modalities: tuple[str, ...]
+    body_parts: tuple[str, ...]
+
+
+CHEST_RADIOGRAPH = Imaging(("CR", "DX", "RG"), ("CHEST", "THORAX"))
+MAMMOGRAM = Imaging(("MG",), ("BREAST",))
+
+IMAGING: dict[str, Imaging | None] = {
+    "phantom": CHEST_RADIOGRAPH,
+    "phantom_mammo": MAMMOGRAM,
+    "covid": CHEST_RADIOGRAPH,
+    "nih": CHEST_RADIOGRAPH,
+    "nyu_mammo": MAMMOGRAM,
+    "cbis_ddsm": MAMMOGRAM,
+    "iu_xray": CHEST_RADIOGRAPH,
+    "egd": CHEST_RADIOGRAPH,
+    "reflacx": CHEST_RADIOGRAPH,
+    "chexpert": CHEST_RADIOGRAPH,
+    "mimic_cxr_jpg": CHEST_RADIOGRAPH,
+    "manifest": None,
+}
+"""Per source name, what its images are; None where a user's files may be anything (``manifest``)."""
 
 
 def source_class(name: str) -> Any:

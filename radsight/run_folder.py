@@ -1,0 +1,97 @@
+"""What a run folder holds, readable without torch, so that commands check their folders before they
+import anything heavy: the inference export's config, whether a folder is free for a new run, and the
+entries radsight writes there (``--force`` removes those and nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from radsight.errors import ConfigError
+
+EXPORT_FORMAT = 1
+RECIPE_FILE = "recipe.yaml"
+INPUT_PROFILE_FILE = "input_profile.json"
+
+RUN_ENTRIES = (
+    RECIPE_FILE,
+    "splits.json",
+    "patients.json",
+    "stages",
+    "train_log.jsonl",
+    "model.safetensors",
+    "config.json",
+    INPUT_PROFILE_FILE,
+    "metrics.json",
+    "image_scores.json",
+    "report.md",
+    "report.html",
+    "roc.png",
+    "pr.png",
+    "reliability.png",
+    "confusion.png",
+    "overlays.png",
+)
+"""Every file and folder that training and evaluation write at the top of a run folder."""
+
+
+def read_export_config(model_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a model folder, refused in one line when the folder is not an export."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not (model_dir / "model.safetensors").is_file() or not config_path.is_file():
+        raise ConfigError(
+            f"{model_dir}: not a radsight model folder (needs model.safetensors and config.json)"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{config_path}: not valid JSON ({error})") from None
+    if config.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{config_path}: unsupported export format {config.get('format')!r}")
+    return config
+
+
+def is_launching_process() -> bool:
+    """True in the process a user started; False in the ranks that Lightning or a cluster launcher
+    starts for DDP (they re-run the same command and must not re-check or rewrite the run folder)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    """A new run needs a folder without a run in it; ``resume`` needs one with a run."""
+    if resume:
+        if not (out_dir / RECIPE_FILE).is_file():
+            raise ConfigError(f"{out_dir}: nothing to resume (no {RECIPE_FILE} from an earlier run)")
+        return
+    if (out_dir / RECIPE_FILE).exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run: pass --resume to continue it, --force to start it over, "
+            "or choose another --out"
+        )
+
+
+def clear_run_folder(out_dir: Path) -> list[str]:
+    """Remove what radsight wrote in ``out_dir`` (:data:`RUN_ENTRIES`), keeping every other file; a
+    folder without a ``recipe.yaml`` is not a run folder and is refused. Returns the removed names."""
+    if not out_dir.exists():
+        return []
+    if not (out_dir / RECIPE_FILE).is_file():
+        raise ConfigError(
+            f"{out_dir}: not a radsight run folder (no {RECIPE_FILE}); --force only starts a run over"
+        )
+    removed = []
+    for name in RUN_ENTRIES:
+        entry = out_dir / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
