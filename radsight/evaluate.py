@@ -10,6 +10,11 @@ lesion label: the method's native map, else the configured explanation; plus ``l
 each top-class map inside the lung mask where there is one) and ``saliency`` (the method's native
 class-agnostic "saliency" map against gaze), each a flat dict of named floats plus per-label dicts,
 absent when the data has nothing to score.
+
+Thresholded classification metrics use the model's stored operating points (chosen on its validation
+split after training, :mod:`radsight.operating_points`), whatever the evaluated dataset; the section
+records them under ``operating_point``. Labels with fewer than ``evaluation.min_class_count`` positive or
+negative images (lesions, for localization) are marked thin.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from radsight.metrics.attention import attention_section
 from radsight.metrics.classification import classification_curves, classification_section
 from radsight.metrics.localization import Boxes, localization_section
 from radsight.metrics.saliency import saliency_section
+from radsight.operating_points import OperatingPoints, operating_points_of
+from radsight.report.notes import classification_notes, localization_notes
 from radsight.report.plots import calibration_curve, confusion_heatmap, pr_curves, roc_curves
 from radsight.report.scores import ImageScores
 from radsight.report.writer import write_report
@@ -260,8 +267,11 @@ def evaluation_requests(how: str) -> dict[str, MapRequest]:
     }
 
 
-def localization_metrics(lesions: MapSet, lungs: MapSet, n_boot: int, seed: int) -> dict[str, Any] | None:
-    """Lesion localization of the maps, and the share of each top-class map inside the lungs."""
+def localization_metrics(
+    lesions: MapSet, lungs: MapSet, n_boot: int, seed: int, min_count: int = 1
+) -> dict[str, Any] | None:
+    """Lesion localization of the maps, and the share of each top-class map inside the lungs; a label with
+    fewer than ``min_count`` lesion maps is marked ``thin``."""
     boot = {"n_boot": n_boot, "seed": seed}
     in_lungs = {}
     if lungs.maps:
@@ -275,12 +285,15 @@ def localization_metrics(lesions: MapSet, lungs: MapSet, n_boot: int, seed: int)
     per_label = {}
     for name in dict.fromkeys(lesions.labels):
         index = [j for j, label in enumerate(lesions.labels) if label == name]
-        per_label[name] = localization_section(
-            [maps[j] for j in index],
-            [lesions.truth[j] for j in index],
-            patient_ids=[lesions.patients[j] for j in index],
-            **boot,
-        )
+        per_label[name] = {
+            "thin": len(index) < min_count,
+            **localization_section(
+                [maps[j] for j in index],
+                [lesions.truth[j] for j in index],
+                patient_ids=[lesions.patients[j] for j in index],
+                **boot,
+            ),
+        }
     return {**section, **in_lungs, "per_label": per_label}
 
 
@@ -345,6 +358,53 @@ def overlay_grid(
     return save_grid(rows, path)
 
 
+def evaluation_sections(
+    found: Collected,
+    label_names: Sequence[str],
+    multilabel: bool,
+    config: EvaluationConfig,
+    points: OperatingPoints,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The metrics.json sections of one pass: classification at ``points``' thresholds (recorded under
+    ``operating_point``), and localization and saliency where the pass kept maps for them."""
+    classification = classification_section(
+        found.prob_matrix,
+        found.label_matrix,
+        label_names,
+        found.patient_ids,
+        thresholds=points.vector(label_names),
+        multilabel=multilabel,
+        n_boot=config.n_boot,
+        seed=seed,
+        min_count=config.min_class_count,
+        macro_includes_thin=config.macro_includes_thin,
+    )
+    metrics: dict[str, Any] = {"classification": classification | {"operating_point": points.as_json()}}
+    maps = found.maps
+    lesions_and_lungs = localization_metrics(
+        maps["lesions"], maps["lungs"], config.n_boot, seed, config.min_class_count
+    )
+    for name, section in (
+        ("localization", lesions_and_lungs),
+        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
+    ):
+        if section is not None:
+            metrics[name] = section
+    return metrics
+
+
+def evaluation_notes(metrics: dict[str, Any], points: OperatingPoints, map_kinds: str) -> list[str]:
+    """The report's sentences: where the thresholds come from, thin and undefined labels, and whether the
+    maps (of ``map_kinds``) agree with the annotations better than chance."""
+    return [
+        f"{points.describe()} The same thresholds are applied to the evaluated images and to every "
+        "bootstrap resample.",
+        *classification_notes(metrics["classification"]),
+        *localization_notes(metrics.get("localization"), map_kinds),
+    ]
+
+
 def evaluate(
     method: Method,
     dataset: Dataset,
@@ -361,27 +421,16 @@ def evaluate(
     found = collect(method, dataset, batch_size, evaluation_requests(config.explain))
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
-    common = {"multilabel": multilabel, "seed": seed}
-    metrics: dict[str, Any] = {
-        "classification": classification_section(
-            probs,
-            labels,
-            method.label_names,
-            found.patient_ids,
-            n_boot=config.n_boot,
-            threshold=config.threshold,
-            **common,
-        )
-    }
-    maps = found.maps
-    for name, section in (
-        ("localization", localization_metrics(maps["lesions"], maps["lungs"], config.n_boot, seed)),
-        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
-    ):
-        if section is not None:
-            metrics[name] = section
+    points = operating_points_of(method, config.operating_point)
+    metrics = evaluation_sections(found, method.label_names, multilabel, config, points, seed)
     curves = classification_curves(
-        probs, labels, method.label_names, found.patient_ids, n_boot=min(config.n_boot, 200), **common
+        probs,
+        labels,
+        method.label_names,
+        found.patient_ids,
+        n_boot=min(config.n_boot, 200),
+        multilabel=multilabel,
+        seed=seed,
     )
     figures = {
         "ROC curves": roc_curves(curves, out_dir / "roc.png"),
@@ -399,5 +448,6 @@ def evaluate(
         figures["Best, worst and random cases"] = grid
     write_json(out_dir / "metrics.json", metrics)
     ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
-    write_report(out_dir, title, metrics, figures, n_images=len(found.paths))
+    notes = evaluation_notes(metrics, points, "/".join(found.maps["lesions"].kinds) or config.explain)
+    write_report(out_dir, title, metrics, figures, n_images=len(found.paths), notes=notes)
     return metrics

@@ -12,7 +12,8 @@ from radsight.infer import LoadedModel, infer
 
 
 def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | None = None) -> Path:
-    """Write ``predictions.json`` (per-file probabilities) and ``<stem>.overlay.png`` per file.
+    """Write ``predictions.json`` (per-file probabilities, and per label whether it reaches the model's
+    operating point) and ``<stem>.overlay.png`` per file.
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
     bad one stops the run with its name before anything is written.
@@ -33,6 +34,7 @@ def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | 
             {
                 "path": item.name,
                 "probabilities": prediction.probabilities,
+                "positive": prediction.positive,
                 "top_label": prediction.top_label,
                 "overlay": overlay_path.name,
                 "original_size": list(prediction.original_size),
@@ -41,5 +43,8 @@ def predict_files(model_dir: Path, files: list[Path], out_dir: Path, how: str | 
             }
         )
     result = out_dir / "predictions.json"
-    write_json(result, {"model": str(model_dir), "explanation": how, "files": rows})
+    points = model.operating_points.as_json()
+    write_json(
+        result, {"model": str(model_dir), "explanation": how, "operating_point": points, "files": rows}
+    )
     return result

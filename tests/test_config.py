@@ -63,3 +63,22 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
         monkeypatch.setenv(variable, "/placeholder")
     recipe = load_recipe(path)
     assert recipe.stages and recipe.data.labels
+
+
+def test_operating_point_rules_and_the_threshold_of_older_exports():
+    from radsight.config import EvaluationConfig
+
+    assert EvaluationConfig().operating_point.rule == "youden"
+    target = EvaluationConfig.model_validate({"operating_point": {"rule": "sensitivity", "value": 0.9}})
+    assert target.operating_point.value == 0.9
+    for bad, message in (
+        ({"rule": "youden", "value": 0.3}, "takes no value"),
+        ({"rule": "sensitivity", "value": 1.5}, "needs a target value in \\(0, 1\\]"),
+        ({"rule": "fixed"}, "needs a threshold value"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            EvaluationConfig.model_validate({"operating_point": bad})
+    # config.json written before operating points held `threshold`: None was Youden, a value fixed
+    assert EvaluationConfig.model_validate({"threshold": None}).operating_point.rule == "youden"
+    fixed = EvaluationConfig.model_validate({"threshold": 0.3}).operating_point
+    assert (fixed.rule, fixed.value) == ("fixed", 0.3)

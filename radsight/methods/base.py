@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from radsight.config import StageConfig, StageData
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
+
+if TYPE_CHECKING:
+    from radsight.operating_points import OperatingPoints
 
 
 @dataclass
@@ -70,6 +73,9 @@ class Method(L.LightningModule):
                 f"{type(self).__name__} has no stage(s) {unknown}; its stages are {list(self.stage_names)}"
             )
         self.stage = next(iter(self.stages))
+        self.operating_points: OperatingPoints | None = None
+        """The per-label thresholds chosen after training (:mod:`radsight.operating_points`); None until
+        then, and for a model exported without them."""
 
     @property
     def num_classes(self) -> int:

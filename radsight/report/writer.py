@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from radsight.report.cells import section_cell
+from radsight.metrics.bootstrap import EXCLUDES_ESTIMATE as EXCLUDES_KEY
+from radsight.report.cells import EXCLUDES_ESTIMATE, section_cell
 
-CI_SUFFIXES = ("_ci_low", "_ci_high")
+CI_SUFFIXES = ("_ci_low", "_ci_high", EXCLUDES_KEY)
+THIN = " (thin)"
 
 
 def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -26,12 +28,16 @@ def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def per_label_rows(section: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """A label-by-metric table from a section's ``per_label`` dict (metrics shown with their CIs)."""
+    """A label-by-metric table from a section's ``per_label`` dict (metrics shown with their CIs); a thin
+    label is marked after its name."""
     per_label = section.get("per_label") or {}
     if not per_label:
         return [], []
-    columns = [k for k in next(iter(per_label.values())) if not k.endswith(CI_SUFFIXES)]
-    rows = [[label, *(section_cell(values, c) for c in columns)] for label, values in per_label.items()]
+    columns = [k for k in next(iter(per_label.values())) if not k.endswith(CI_SUFFIXES) and k != "thin"]
+    rows = [
+        [label + (THIN if values.get("thin") else ""), *(section_cell(values, c) for c in columns)]
+        for label, values in per_label.items()
+    ]
     return ["label", *columns], rows
 
 
@@ -56,7 +62,10 @@ def write_report(
     notes: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """Render ``metrics`` (metrics.json sections) and ``figures`` (caption -> PNG in out_dir)."""
-    intro = f"{n_images} images evaluated. Intervals are 95% bootstrap intervals over patients."
+    intro = (
+        f"{n_images} images evaluated. Intervals are 95% bias-corrected and accelerated (BCa) bootstrap "
+        f"intervals over patients; {EXCLUDES_ESTIMATE} marks an interval that does not contain its estimate."
+    )
     md = [f"# {title}", "", intro, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
     for note in notes or []:
