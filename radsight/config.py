@@ -191,10 +191,49 @@ class TrainerConfig(Strict):
         return value
 
 
+ThresholdRule = Literal["youden", "sensitivity", "fixed"]
+"""How a label's threshold is chosen (see :class:`OperatingPointConfig`)."""
+
+
+class OperatingPointConfig(Strict):
+    """How each label's threshold (positive when ``prob >= threshold``) is chosen, once, on the validation
+    split after training: ``youden`` maximises sensitivity + specificity - 1; ``sensitivity`` is the highest
+    threshold reaching the target sensitivity ``value`` (e.g. 0.9); ``fixed`` uses ``value`` for every label.
+    """
+
+    rule: ThresholdRule = "youden"
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_the_rule(self) -> OperatingPointConfig:
+        if self.rule == "youden" and self.value is not None:
+            raise ValueError("the youden rule takes no value")
+        if self.rule == "sensitivity" and (self.value is None or not 0 < self.value <= 1):
+            raise ValueError("the sensitivity rule needs a target value in (0, 1], e.g. 0.9")
+        if self.rule == "fixed" and (self.value is None or not 0 <= self.value <= 1):
+            raise ValueError("the fixed rule needs a threshold value in [0, 1]")
+        return self
+
+
 class EvaluationConfig(Strict):
     n_boot: int = Field(1000, ge=1)
     explain: ExplanationMethod = "gradcam"
-    threshold: float | None = Field(None, ge=0, le=1)
+    operating_point: OperatingPointConfig = Field(default_factory=OperatingPointConfig)
+    min_class_count: int = Field(
+        10, ge=1, description="a label with fewer positive or negative test images is marked thin"
+    )
+    macro_includes_thin: bool = Field(False, description="average thin labels into the macro metrics too")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_threshold_of_older_exports(cls, raw: Any) -> Any:
+        """Exports written before operating points held ``threshold`` (None: Youden, else a fixed value)."""
+        if isinstance(raw, dict) and "threshold" in raw:
+            raw = dict(raw)
+            threshold = raw.pop("threshold")
+            if threshold is not None:
+                raw.setdefault("operating_point", {"rule": "fixed", "value": threshold})
+        return raw
 
 
 class Recipe(Strict):

@@ -12,6 +12,11 @@ of each top-class map inside an anatomical region where the image has its masks:
 dict of named floats plus per-label dicts, absent when the data has nothing to score (images without
 labels have no ``classification``, but their maps are still scored).
 
+Thresholded classification metrics use the model's stored operating points (chosen on its validation
+split after training, :mod:`radsight.operating_points`), whatever the evaluated dataset; the section
+records them under ``operating_point``. Labels with fewer than ``evaluation.min_class_count`` positive or
+negative images (lesions, for localization) are marked thin.
+
 ``metrics.json`` and ``image_scores.json`` are written before any figure is drawn, and a figure the data
 cannot give (no label with both classes has no ROC curve) is left out with a note in the log and the
 report, so a computed number is never lost to a plot.
@@ -20,7 +25,7 @@ report, so a computed number is never lost to a plot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -43,6 +48,8 @@ from radsight.metrics.attention import attention_section
 from radsight.metrics.classification import classification_curves, classification_section
 from radsight.metrics.localization import Boxes, localization_section
 from radsight.metrics.saliency import saliency_section
+from radsight.operating_points import OperatingPoints, operating_points_of
+from radsight.report.notes import classification_notes, localization_notes
 from radsight.report.plots import Undrawable, calibration_curve, confusion_heatmap, pr_curves, roc_curves
 from radsight.report.scores import ImageScores
 from radsight.report.writer import write_report
@@ -282,9 +289,10 @@ def evaluation_requests(
 
 
 def localization_metrics(
-    lesions: MapSet, regions: Mapping[str, MapSet], n_boot: int, seed: int
+    lesions: MapSet, regions: Mapping[str, MapSet], n_boot: int, seed: int, min_count: int = 1
 ) -> dict[str, Any] | None:
-    """Lesion localization of the maps, and the share of each top-class map inside each region."""
+    """Lesion localization of the maps, and the share of each top-class map inside each region; a label
+    with fewer than ``min_count`` lesion maps is marked ``thin``."""
     boot = {"n_boot": n_boot, "seed": seed}
     in_regions = {}
     for region, found in regions.items():
@@ -299,12 +307,15 @@ def localization_metrics(
     per_label = {}
     for name in dict.fromkeys(lesions.labels):
         index = [j for j, label in enumerate(lesions.labels) if label == name]
-        per_label[name] = localization_section(
-            [maps[j] for j in index],
-            [lesions.truth[j] for j in index],
-            patient_ids=[lesions.patients[j] for j in index],
-            **boot,
-        )
+        per_label[name] = {
+            "thin": len(index) < min_count,
+            **localization_section(
+                [maps[j] for j in index],
+                [lesions.truth[j] for j in index],
+                patient_ids=[lesions.patients[j] for j in index],
+                **boot,
+            ),
+        }
     return {**section, **in_regions, "per_label": per_label}
 
 
@@ -388,6 +399,60 @@ def draw_figures(plans: Mapping[str, Callable[[], Path | None]]) -> tuple[dict[s
     return figures, notes
 
 
+def evaluation_sections(
+    found: Collected,
+    label_names: Sequence[str],
+    multilabel: bool,
+    config: EvaluationConfig,
+    points: OperatingPoints,
+    seed: int = 0,
+    regions: Iterable[str] = tuple(DEFAULT_REGIONS),
+) -> dict[str, Any]:
+    """The metrics.json sections of one pass: classification at ``points``' thresholds (recorded under
+    ``operating_point``) where the images carry labels, and localization (lesions, and the maps' share
+    inside each of ``regions``) and saliency where the pass kept maps for them."""
+    metrics: dict[str, Any] = {}
+    if bool((~np.isnan(found.label_matrix)).any()):
+        classification = classification_section(
+            found.prob_matrix,
+            found.label_matrix,
+            label_names,
+            found.patient_ids,
+            thresholds=points.vector(label_names),
+            multilabel=multilabel,
+            n_boot=config.n_boot,
+            seed=seed,
+            min_count=config.min_class_count,
+            macro_includes_thin=config.macro_includes_thin,
+        )
+        metrics["classification"] = classification | {"operating_point": points.as_json()}
+    maps = found.maps
+    in_regions = {name: maps[f"{REGION_REQUEST}{name}"] for name in regions}
+    localization = localization_metrics(
+        maps["lesions"], in_regions, config.n_boot, seed, config.min_class_count
+    )
+    for name, section in (
+        ("localization", localization),
+        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
+    ):
+        if section is not None:
+            metrics[name] = section
+    return metrics
+
+
+def evaluation_notes(metrics: dict[str, Any], points: OperatingPoints, map_kinds: str) -> list[str]:
+    """The report's sentences: where the thresholds come from, thin and undefined labels, and whether the
+    maps (of ``map_kinds``) agree with the annotations better than chance."""
+    notes = []
+    if "classification" in metrics:
+        notes += [
+            f"{points.describe()} The same thresholds are applied to the evaluated images and to every "
+            "bootstrap resample.",
+            *classification_notes(metrics["classification"]),
+        ]
+    return [*notes, *localization_notes(metrics.get("localization"), map_kinds)]
+
+
 def evaluate(
     method: Method,
     dataset: Dataset,
@@ -406,36 +471,24 @@ def evaluate(
     found = collect(method, dataset, batch_size, evaluation_requests(config.explain, regions))
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
-    common = {"multilabel": multilabel, "seed": seed}
-    labelled = bool((~np.isnan(labels)).any())
+    points = operating_points_of(method, config.operating_point)
+    metrics = evaluation_sections(found, method.label_names, multilabel, config, points, seed, regions)
+    write_json(out_dir / "metrics.json", metrics)
+    ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
+    labelled = "classification" in metrics
     notes = (
         [] if labelled else [f"No image carries any of the labels {method.label_names}: no classification."]
     )
-    metrics: dict[str, Any] = {}
+    plans: dict[str, Callable[[], Path | None]] = {}
     if labelled:
-        metrics["classification"] = classification_section(
+        curves = classification_curves(
             probs,
             labels,
             method.label_names,
             found.patient_ids,
-            n_boot=config.n_boot,
-            threshold=config.threshold,
-            **common,
-        )
-    maps = found.maps
-    in_regions = {name: maps[f"{REGION_REQUEST}{name}"] for name in regions}
-    for name, section in (
-        ("localization", localization_metrics(maps["lesions"], in_regions, config.n_boot, seed)),
-        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
-    ):
-        if section is not None:
-            metrics[name] = section
-    write_json(out_dir / "metrics.json", metrics)
-    ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
-    plans: dict[str, Callable[[], Path | None]] = {}
-    if labelled:
-        curves = classification_curves(
-            probs, labels, method.label_names, found.patient_ids, n_boot=min(config.n_boot, 200), **common
+            n_boot=min(config.n_boot, 200),
+            multilabel=multilabel,
+            seed=seed,
         )
         plans["ROC curves"] = partial(roc_curves, curves, out_dir / "roc.png")
         plans["Precision-recall curves"] = partial(pr_curves, curves, out_dir / "pr.png")
@@ -452,6 +505,7 @@ def evaluate(
         overlay_grid, method, dataset, probs, order, out_dir / "overlays.png", config.explain
     )
     figures, skipped = draw_figures(plans)
+    notes += evaluation_notes(metrics, points, "/".join(found.maps["lesions"].kinds) or config.explain)
     notes += skipped
     write_report(out_dir, title, metrics, figures, n_images=len(found.paths), notes=notes)
     return metrics

@@ -25,6 +25,7 @@ from radsight.data.transforms import Geometry
 from radsight.explain.cam import explain
 from radsight.explain.overlay import overlay
 from radsight.methods import Method, load_method
+from radsight.operating_points import OperatingPoints, operating_points_of
 from radsight.run_folder import INPUT_PROFILE_FILE
 
 # Overlays are drawn at the file's resolution up to this many pixels on the long side (a full mammogram
@@ -67,6 +68,11 @@ class LoadedModel:
     @property
     def label_names(self) -> list[str]:
         return self.method.label_names
+
+    @property
+    def operating_points(self) -> OperatingPoints:
+        """The thresholds chosen after training, or the stated 0.5 fallback for a model without them."""
+        return operating_points_of(self.method, self.recipe.evaluation.operating_point)
 
     def prepare(self, file: str | Path | bytes, *, name: str | None = None) -> PreparedFile:
         """Read one file and build the model's input from it; a bad file is a DataError naming it, and
@@ -117,7 +123,8 @@ class FilePrediction:
 
     ``map`` explains the top label (``map_method``: "native" for the method's own map, else an
     explanation method); ``regions`` are the places the method chose to look at (e.g. GLAM's patches)
-    as xyxy boxes; both are None when not asked for or not produced.
+    as xyxy boxes; both are None when not asked for or not produced. ``thresholds`` are the model's
+    operating points per label (None: the label has none).
     """
 
     file: PreparedFile
@@ -126,6 +133,7 @@ class FilePrediction:
     map_method: str | None
     map: Tensor | None  # H x W
     regions: Tensor | None  # N x 4
+    thresholds: dict[str, float | None]
 
     @property
     def top(self) -> int:
@@ -138,6 +146,14 @@ class FilePrediction:
     @property
     def probabilities(self) -> dict[str, float]:
         return {name: float(p) for name, p in zip(self.label_names, self.probs, strict=True)}
+
+    @property
+    def positive(self) -> dict[str, bool | None]:
+        """Per label, whether the probability reaches its threshold (None where the label has none)."""
+        return {
+            name: None if (t := self.thresholds.get(name)) is None else p >= t
+            for name, p in self.probabilities.items()
+        }
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -186,7 +202,8 @@ def infer(
     regions = None
     if prediction.regions is not None and len(prediction.regions[0]):
         regions = item.geometry.boxes_to_original(prediction.regions[0])
-    return FilePrediction(item, list(method.label_names), probs, how, heat, regions)
+    thresholds = dict(model.operating_points.thresholds)
+    return FilePrediction(item, list(method.label_names), probs, how, heat, regions, thresholds)
 
 
 def _fit(plane: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,9 @@ def predict_files(
     *,
     refuse_foreign: bool = False,
 ) -> dict[str, Any]:
-    """Write ``predictions.json`` (per-file probabilities and warnings) and ``<stem>.overlay.png`` per
-    file; return what predictions.json holds.
+    """Write ``predictions.json`` (per-file probabilities, per label whether it reaches the model's
+    operating point, and warnings) and ``<stem>.overlay.png`` per file; return what predictions.json
+    holds.
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
     bad one stops the run with its name before anything is written; so does, with ``refuse_foreign``,
@@ -62,6 +63,7 @@ def predict_files(
             {
                 "path": item.name,
                 "probabilities": prediction.probabilities,
+                "positive": prediction.positive,
                 "top_label": prediction.top_label,
                 "overlay": overlay_path.name,
                 "original_size": list(prediction.original_size),
@@ -73,6 +75,7 @@ def predict_files(
     payload = {
         "model": str(model_dir),
         "explanation": how,
+        "operating_point": model.operating_points.as_json(),
         "inputs_checked": model.profile is not None,
         "files": rows,
     }

@@ -16,6 +16,7 @@ from radsight.errors import ConfigError
 EXPORT_FORMAT = 1
 RECIPE_FILE = "recipe.yaml"
 INPUT_PROFILE_FILE = "input_profile.json"
+OPERATING_POINTS_FILE = "operating_points.json"
 
 RUN_ENTRIES = (
     RECIPE_FILE,
@@ -26,6 +27,7 @@ RUN_ENTRIES = (
     "model.safetensors",
     "config.json",
     INPUT_PROFILE_FILE,
+    OPERATING_POINTS_FILE,
     "metrics.json",
     "image_scores.json",
     "report.md",

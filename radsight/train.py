@@ -11,6 +11,7 @@ Layout of a run folder:
   train_log.jsonl         one line per finished epoch
   model.safetensors, config.json   the inference export
   input_profile.json      what the training images looked like (prediction warns about files unlike them)
+  operating_points.json   per-label thresholds chosen on the val split's predictions after the last stage
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -35,9 +37,10 @@ from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
 from radsight.data.input_profile import training_profile
 from radsight.data.sample import make_loader
 from radsight.errors import ConfigError
-from radsight.evaluate import evaluate
+from radsight.evaluate import collect, evaluate
 from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
+from radsight.operating_points import OperatingPoints, choose_operating_points, write_operating_points
 from radsight.run_folder import INPUT_PROFILE_FILE, check_out_dir, is_launching_process
 from radsight.threads import set_torch_threads
 
@@ -127,6 +130,18 @@ def stage_loaders(method: Method, splits: DataSplits, stage: str) -> tuple[DataL
     return train_loader, make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
 
 
+def operating_points_on_val(method: Method, splits: DataSplits, recipe: Recipe) -> OperatingPoints:
+    """Predict the val split once with the final weights and choose each label's threshold on it."""
+    config, names = recipe.evaluation.operating_point, method.label_names
+    probs = labels = np.zeros((0, method.num_classes))
+    if config.rule != "fixed" and len(splits.val):
+        found = collect(method, splits.val, recipe.data.batch_size, {}, description="choosing thresholds")
+        probs, labels = found.prob_matrix, found.label_matrix
+    points = choose_operating_points(config, probs, labels, names, multilabel=method.task == "multilabel")
+    log.info("operating points: %s %s", points.describe(), points.thresholds)
+    return points
+
+
 def train(
     recipe: Recipe, out_dir: str | Path, resume: bool = False, *, require_test: bool = True
 ) -> TrainResult:
@@ -184,6 +199,8 @@ def train(
     if is_global_zero:
         export_model(method, export_config(recipe, splits.label_names), out_dir)
         write_json(out_dir / INPUT_PROFILE_FILE, training_profile(splits, recipe.seed).to_json())
+        method.operating_points = operating_points_on_val(method, splits, recipe)
+        write_operating_points(out_dir, method.operating_points)
     return TrainResult(out_dir=out_dir, method=method, splits=splits, is_global_zero=is_global_zero)
 
 

@@ -104,6 +104,7 @@ def test_cli_ablation_writes_one_table_with_paired_tests(tmp_path: Path, recipes
         "data.image_size=[64, 64]",
         "data.batch_size=10",
         "trainer.progress_bar=false",
+        "evaluation.min_class_count=1",  # a test split of a few images: no label is thin
     ]
     args = [item for override in overrides for item in ("--set", override)]
     out = tmp_path / "out"

@@ -326,3 +326,22 @@ def test_three_channel_conv_cannot_be_adapted_to_two_channels(tmp_path: Path) ->
 def test_bad_names_and_options_are_config_errors(name: str, kwargs: dict, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         create_backbone(name, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "block"), [("resnet18", "layer2"), ("tiny_cnn", "2"), ("torchvision:resnet18", "layer2")]
+)
+def test_grad_cam_can_be_taken_at_a_finer_block(name: str, block: str) -> None:
+    backbone = create_backbone(name)
+    final = backbone.cam_target_layer()
+    backbone.explain_at_stride(8)
+    layer = backbone.cam_target_layer()
+    assert layer is backbone.model.get_submodule(block) and layer is not final
+    shapes = []
+    hook = layer.register_forward_hook(lambda module, args, out: shapes.append(out.shape[-2:]))
+    with torch.no_grad():
+        backbone.forward_features(torch.zeros(1, 1, 64, 64))
+    hook.remove()
+    assert shapes == [(8, 8)]  # a 64-pixel image at stride 8
+    with pytest.raises(ConfigError, match=r"no block of output stride 7; its strides: \[2, 4, 8, 16, 32\]"):
+        backbone.explain_at_stride(7)

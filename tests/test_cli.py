@@ -62,15 +62,23 @@ def test_evaluate_on_a_source_leaves_out_the_patients_the_model_trained_on(train
     assert again["n_patients"] == len(patients["test"])
     assert again["auroc_macro"] == pytest.approx(first["auroc_macro"])
     assert "images of training patients left out" in (tmp_path / "report.md").read_text()
+    # another source is scored at the thresholds chosen on the model's val split, not at its own
+    stored = json.loads((trained_model / "operating_points.json").read_text())
+    assert again["operating_point"] == stored and stored["chosen_on"] == "val"
+    for name, entry in again["per_label"].items():
+        assert entry["threshold"] == stored["thresholds"][name]
+        assert entry["sensitivity_at_threshold"] == pytest.approx(
+            first["per_label"][name]["sensitivity_at_threshold"]
+        )
 
 
 def test_set_on_evaluate_overrides_the_models_recipe_and_options_go_to_the_source(trained_model, tmp_path):
     out = tmp_path / "fixed"
-    overrides = ["--set", "evaluation.threshold=0.5", "--set", "evaluation.n_boot=20"]
+    overrides = ["--set", "evaluation.min_class_count=100000", "--set", "evaluation.n_boot=20"]
     run_cli("evaluate", "--model", trained_model, "--out", out, *overrides)
     classification = json.loads((out / "metrics.json").read_text())["classification"]
-    assert classification["threshold_rule"] == "fixed" and classification["threshold"] == 0.5
     assert classification["n_boot"] == 20 and "sensitivity_at_threshold_macro" in classification
+    assert all(entry["thin"] for entry in classification["per_label"].values())
     source = ["evaluate", "--model", trained_model, "--source", "phantom", "--out", out]
     refused = run_cli(*source, "--set", "n=12", expect=2)
     assert_one_line_error(refused.output, "--set n:", "data.* or evaluation.*", "--option key=value")
@@ -91,9 +99,12 @@ def test_predict_png_and_real_dicom(trained_model, tmp_path):
     run_cli("predict", "--model", trained_model, png, dicom, "--out", out)
     result = json.loads((out / "predictions.json").read_text())
     assert [Path(f["path"]).name for f in result["files"]] == ["phantom.png", "RG1_UNCR.dcm"]
+    thresholds = json.loads((trained_model / "operating_points.json").read_text())["thresholds"]
+    assert result["operating_point"]["thresholds"] == thresholds
     for row in result["files"]:
         assert set(row["probabilities"]) == {"nodule", "opacity"}
         assert all(0.0 <= p <= 1.0 for p in row["probabilities"].values())
+        assert row["positive"] == {k: p >= thresholds[k] for k, p in row["probabilities"].items()}
     # the overlay is drawn in the file's own frame (the 1955 x 1841 radiograph fits the 2048 limit)
     assert Image.open(out / "phantom.overlay.png").size == (120, 150)
     assert Image.open(out / "RG1_UNCR.overlay.png").size == (1841, 1955)

@@ -87,7 +87,6 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
         ("data.sources=[]", "data.sources: List should have at least 1 item"),
         ("seed=-1", "seed: Input should be greater than or equal to 0"),
         ("evaluation.n_boot=0", "evaluation.n_boot: Input should be greater than or equal to 1"),
-        ("evaluation.threshold=1.5", "evaluation.threshold: Input should be less than or equal to 1"),
         ("trainer.precision=16-bits", "trainer.precision: Input should be 'transformer-engine'"),
         ("trainer.accelerator=gpus", "trainer.accelerator: Input should be 'auto', 'cpu', 'cuda', 'gpu'"),
         ("trainer.devices=0", "trainer.devices: Value error, a count from 1, -1 (all)"),
@@ -109,7 +108,7 @@ def test_each_out_of_range_value_is_one_line_naming_its_place(recipes_dir, overr
 def test_values_at_the_edge_of_their_ranges_are_accepted(recipes_dir):
     edges = ["stages.0.epochs=1", "data.batch_size=1", "data.image_size=[8, 8]", "data.num_workers=0"]
     edges += ["trainer.devices=-1", "trainer.limit_train_batches=1.0", "trainer.limit_train_batches=1"]
-    edges += ["evaluation.n_boot=1", "evaluation.threshold=0", "data.split=[0.5, 0.0, 0.5]", "seed=0"]
+    edges += ["evaluation.n_boot=1", "data.split=[0.5, 0.0, 0.5]", "seed=0"]
     edges += ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "stages.0.weight_decay=0"]
     recipe = load_recipe(recipes_dir / "baseline_cpu.yaml", edges)  # a GPU recipe parses on any machine
     assert recipe.trainer.accelerator == "gpu" and recipe.trainer.limit_train_batches == 1
@@ -122,3 +121,22 @@ def test_precision_and_accelerator_names_are_the_ones_lightning_accepts():
     lightning_precisions = set(get_args(_PRECISION_INPUT_STR)) | set(get_args(_PRECISION_INPUT_STR_ALIAS))
     assert set(get_args(PRECISIONS)) == lightning_precisions
     assert set(get_args(ACCELERATORS)) == set(AcceleratorRegistry.available_accelerators()) | {"auto", "gpu"}
+
+
+def test_operating_point_rules_and_the_threshold_of_older_exports():
+    from radsight.config import EvaluationConfig
+
+    assert EvaluationConfig().operating_point.rule == "youden"
+    target = EvaluationConfig.model_validate({"operating_point": {"rule": "sensitivity", "value": 0.9}})
+    assert target.operating_point.value == 0.9
+    for bad, message in (
+        ({"rule": "youden", "value": 0.3}, "takes no value"),
+        ({"rule": "sensitivity", "value": 1.5}, "needs a target value in \\(0, 1\\]"),
+        ({"rule": "fixed"}, "needs a threshold value"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            EvaluationConfig.model_validate({"operating_point": bad})
+    # config.json written before operating points held `threshold`: None was Youden, a value fixed
+    assert EvaluationConfig.model_validate({"threshold": None}).operating_point.rule == "youden"
+    fixed = EvaluationConfig.model_validate({"threshold": 0.3}).operating_point
+    assert (fixed.rule, fixed.value) == ("fixed", 0.3)

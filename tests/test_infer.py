@@ -3,6 +3,7 @@ what comes back (probabilities, maps, boxes, DICOM identity) is in the file's ow
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from radsight.data.transforms import AlignBreast, build_transforms
 from radsight.errors import ConfigError, DataError
 from radsight.infer import LoadedModel, infer
 from radsight.methods.registry import build_method, export_config
+from radsight.operating_points import OperatingPoints, write_operating_points
 from radsight.predict import predict_files
 
 LABELS = ["benign", "malignant"]
@@ -188,3 +190,31 @@ def test_a_bad_file_stops_predict_before_anything_is_written(
     with pytest.raises(DataError, match=r"cut\.png"):
         predict_files(exported, [good, tmp_path / "cut.png"], out)
     assert not out.exists()
+
+
+def test_the_stored_operating_points_decide_each_labels_call(
+    exported: Path, root: Path, tmp_path: Path
+) -> None:
+    path = root / "images_original" / "0_R-CC.png"
+    bare = LoadedModel.load(exported)
+    assert bare.operating_points.fallback is not None  # exported without operating points: 0.5, said so
+    plain = infer(bare, path, with_map=False)
+    assert plain.thresholds == dict.fromkeys(LABELS, 0.5)
+    assert plain.positive == {name: p >= 0.5 for name, p in plain.probabilities.items()}
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (run / name).write_bytes((exported / name).read_bytes())
+    benign = plain.probabilities["benign"]
+    chosen = {"benign": benign - 1e-4, "malignant": None}  # malignant had one class on val: no threshold
+    points = OperatingPoints("youden", None, "val", 12, chosen)
+    write_operating_points(run, points)
+    model = LoadedModel.load(run)
+    assert model.operating_points == points
+    prediction = infer(model, path, with_map=False)
+    assert prediction.thresholds == chosen and prediction.positive == {"benign": True, "malignant": None}
+    written = predict_files(run, [path], tmp_path / "out")
+    assert written == json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert written["operating_point"] == points.as_json()
+    assert written["files"][0]["positive"] == {"benign": True, "malignant": None}

@@ -24,10 +24,23 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def is_type_checking_block(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    for child in ast.iter_child_nodes(tree):
+        if is_type_checking_block(child):
+            continue
+        yield child
+        yield from runtime_nodes(child)
+
+
 def imports_of(path: Path) -> set[str]:
-    """Every radsight module a file imports, at module level or inside functions."""
+    """Every radsight module a file imports when it runs, at module level or inside functions."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("radsight.")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("radsight"):
@@ -65,6 +78,14 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+def test_imports_for_annotations_only_are_not_counted(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    lines = ["from typing import TYPE_CHECKING", "import radsight.a", "if TYPE_CHECKING:"]
+    lines.append("    import radsight.b")
+    module.write_text("\n".join(lines) + "\n")
+    assert imports_of(module) == {"radsight.a"}
 
 
 def test_find_cycle_sees_a_planted_cycle() -> None:

@@ -7,14 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from sklearn import metrics as skm
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-from radsight.metrics.bootstrap import patient_groups, weight_blocks
+from radsight.metrics.bootstrap import (
+    Replicates,
+    bca_interval,
+    jackknife_blocks,
+    patient_groups,
+    weight_blocks,
+)
 from radsight.metrics.classification import (
     accuracy,
     auprc,
     auroc,
+    choose_thresholds,
     classification_curves,
     classification_section,
     confusion_matrix,
@@ -66,7 +74,24 @@ def test_threshold_metrics_hand_computed():
     assert fixed["sensitivity"][0] == pytest.approx(2 / 3)
     assert fixed["specificity"][0] == pytest.approx(1 / 3)
     assert fixed["f1"][0] == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
-    assert fixed["threshold"][0] == 0.5
+
+
+def test_thresholds_chosen_by_hand():
+    # scores descending: 0.9 P, 0.7 N, 0.6 P, 0.55 N, 0.3 P, 0.2 N (3 positives, 3 negatives)
+    probs = np.array([0.9, 0.6, 0.55, 0.3, 0.2, 0.7])
+    labels = np.array([1, 1, 0, 1, 0, 0])
+    # cut at score s (positive when >= s): TPR - FPR = 0.9: 1/3-0, 0.7: 1/3-1/3, 0.6: 2/3-1/3,
+    # 0.55: 2/3-2/3, 0.3: 1-2/3, 0.2: 1-1. The maximum 1/3 is reached at 0.9, 0.6 and 0.3: the highest wins.
+    assert choose_thresholds(probs, labels, rule="youden")[0] == 0.9
+    # sensitivity 2/3 first reached at 0.6, 1 at 0.3; a target of 0.5 needs 2 of 3 positives
+    assert choose_thresholds(probs, labels, rule="sensitivity", value=0.5)[0] == 0.6
+    assert choose_thresholds(probs, labels, rule="sensitivity", value=0.9)[0] == 0.3
+    assert choose_thresholds(probs, labels, rule="fixed", value=0.42)[0] == 0.42
+    one_class = np.c_[labels, np.zeros(6)]
+    chosen = choose_thresholds(np.c_[probs, probs], one_class, rule="youden")
+    assert chosen[0] == 0.9 and np.isnan(chosen[1])  # no threshold can be chosen from one class
+    with pytest.raises(ValueError, match="target sensitivity"):
+        choose_thresholds(probs, labels, rule="sensitivity", value=0.0)
 
 
 def test_ece_hand_computed():
@@ -121,14 +146,15 @@ def test_micro_and_macro_match_sklearn_averages_without_nan():
 
 def test_youden_and_fixed_threshold_match_sklearn():
     probs, labels, _ = multilabel_data(n=200)
-    youden = threshold_metrics(probs, labels)
+    chosen = choose_thresholds(probs, labels, rule="youden")
+    youden = threshold_metrics(probs, labels, threshold=chosen)
     fixed = threshold_metrics(probs, labels, threshold=0.45)
     for k in range(labels.shape[1]):
         valid = ~np.isnan(labels[:, k])
         y, p = labels[valid, k], probs[valid, k]
         fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
         best = np.argmax(tpr - fpr)
-        assert youden["threshold"][k] == pytest.approx(thresholds[best])
+        assert chosen[k] == pytest.approx(thresholds[best])
         assert youden["sensitivity"][k] == pytest.approx(tpr[best])
         assert youden["specificity"][k] == pytest.approx(1 - fpr[best])
         assert youden["f1"][k] == pytest.approx(skm.f1_score(y, p >= thresholds[best]))
@@ -136,6 +162,9 @@ def test_youden_and_fixed_threshold_match_sklearn():
         assert fixed["sensitivity"][k] == pytest.approx(skm.recall_score(y, predicted))
         assert fixed["specificity"][k] == pytest.approx(skm.recall_score(1 - y, ~predicted))
         assert fixed["f1"][k] == pytest.approx(skm.f1_score(y, predicted))
+        target = choose_thresholds(p, y, rule="sensitivity", value=0.9)[0]
+        first = np.flatnonzero(tpr >= 0.9)[0]  # sklearn's thresholds descend: the highest reaching 0.9
+        assert target == pytest.approx(thresholds[first])
 
 
 def test_single_label_metrics_match_sklearn_and_torchmetrics():
@@ -218,22 +247,140 @@ def test_invalid_labels_raise():
 
 def test_section_keys_and_threshold_naming():
     probs, labels, patients = multilabel_data()
-    youden = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=50)
-    fixed = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=50, threshold=0.5)
-    for key in ("auroc_macro", "auroc_micro", "auprc_macro", "ece", "f1_at_youden_macro"):
-        assert {key, f"{key}_ci_low", f"{key}_ci_high"} <= youden.keys()
-    assert youden["threshold_rule"] == "youden" and "threshold" not in youden
-    assert (
-        "youden_threshold" in youden["per_label"]["a"] and "sensitivity_at_youden" in youden["per_label"]["a"]
+    section = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=50)
+    for key in ("auroc_macro", "auroc_micro", "auprc_macro", "ece", "f1_at_threshold_macro"):
+        assert {key, f"{key}_ci_low", f"{key}_ci_high"} <= section.keys()
+    assert {"sensitivity_at_threshold_macro", "specificity_at_threshold_macro"} <= section.keys()
+    entry = section["per_label"]["a"]
+    assert entry["threshold"] == 0.5 and "sensitivity_at_threshold" in entry  # 0.5 unless given
+    assert section["ci_method"] == "bca" and section["min_class_count"] == 10
+    per_label = classification_section(
+        probs, labels, ["a", "b", "c"], patients, n_boot=50, thresholds=[0.2, 0.4, None]
     )
-    assert fixed["threshold"] == 0.5 and "sensitivity_at_threshold_macro" in fixed
-    assert "youden_threshold" not in fixed["per_label"]["a"]
-    assert youden["auroc_macro_ci_low"] <= youden["auroc_macro"] <= youden["auroc_macro_ci_high"]
+    assert [per_label["per_label"][k]["threshold"] for k in "abc"] == [0.2, 0.4, None]
+    assert per_label["per_label"]["c"]["sensitivity_at_threshold"] is None  # no threshold, no sensitivity
+    assert per_label["sensitivity_at_threshold_macro"] == pytest.approx(
+        np.mean([per_label["per_label"][k]["sensitivity_at_threshold"] for k in "ab"])
+    )
+    assert section["auroc_macro_ci_low"] <= section["auroc_macro"] <= section["auroc_macro_ci_high"]
     single = classification_section(
         *single_label_data(), ["x", "y", "z"], np.arange(150), multilabel=False, n_boot=50
     )
     assert {"accuracy", "accuracy_ci_low", "f1_macro", "ece"} <= single.keys()
     assert "f1" in single["per_label"]["x"]
+
+
+# --- operating points chosen elsewhere, thin labels ------------------------------------------------
+
+
+def test_a_validation_threshold_is_applied_to_the_test_set_and_to_every_resample():
+    rng = np.random.default_rng(4)
+    val_labels = (rng.random(80) < 0.4).astype(float)
+    val_probs = np.clip(0.3 * val_labels + 0.7 * rng.random(80), 0, 1)
+    (threshold,) = choose_thresholds(val_probs, val_labels, rule="youden")
+    labels = (rng.random(60) < 0.4).astype(float)
+    probs = np.clip(0.3 * labels + 0.7 * rng.random(60), 0, 1)
+    (own,) = choose_thresholds(probs, labels, rule="youden")
+    assert own != threshold  # the test set's own Youden threshold is another one
+    section = classification_section(probs, labels, ["a"], np.arange(60), thresholds=threshold, n_boot=300)
+    entry = section["per_label"]["a"]
+    positive = probs >= threshold
+    assert entry["threshold"] == threshold
+    assert entry["sensitivity_at_threshold"] == pytest.approx(positive[labels == 1].mean())
+    assert entry["specificity_at_threshold"] == pytest.approx(1 - positive[labels == 0].mean())
+
+    def naive(index: np.ndarray, retune: bool) -> float:
+        y, p = labels[index], probs[index]
+        cut = choose_thresholds(p, y, rule="youden")[0] if retune else threshold
+        return np.mean(p[y == 1] >= cut)
+
+    groups = patient_groups(np.arange(60), 60)
+    (weights,) = weight_blocks(groups, 300, seed=0)
+    resamples = [np.repeat(np.arange(60), row.astype(int)) for row in weights]
+    left_out = [np.flatnonzero(row) for row in next(jackknife_blocks(groups))]
+    fixed = Replicates(
+        np.array([naive(i, False) for i in resamples]), np.array([naive(i, False) for i in left_out])
+    )
+    low, high = bca_interval(entry["sensitivity_at_threshold"], fixed)
+    assert (entry["sensitivity_at_threshold_ci_low"], entry["sensitivity_at_threshold_ci_high"]) == (
+        pytest.approx(float(low)),
+        pytest.approx(float(high)),
+    )
+    # re-tuning the threshold on each resample would give another interval: no resample re-tunes
+    retuned = Replicates(
+        np.array([naive(i, True) for i in resamples]), np.array([naive(i, True) for i in left_out])
+    )
+    assert not np.allclose(bca_interval(entry["sensitivity_at_threshold"], retuned), [low, high])
+    assert low <= entry["sensitivity_at_threshold"] <= high
+
+
+def test_thin_labels_are_marked_and_left_out_of_the_macro_unless_asked():
+    probs, labels, patients = multilabel_data(n=150, missing=0.0)
+    labels[:, 2] = 0.0
+    labels[[3, 50, 90, 120], 2] = 1.0  # 4 positives: thin at the default count of 10
+    names = ["a", "b", "c"]
+    section = classification_section(probs, labels, names, patients, n_boot=50)
+    assert section["thin_labels"] == ["c"] and section["macro_labels"] == ["a", "b"]
+    c = section["per_label"]["c"]
+    assert c["thin"] is True and c["n_positive"] == 4 and c["auroc"] is not None  # shown, marked
+    assert section["per_label"]["a"]["thin"] is False
+    per_label = auroc(probs, labels)
+    assert section["auroc_macro"] == pytest.approx(per_label[:2].mean())
+    asked = classification_section(probs, labels, names, patients, n_boot=50, macro_includes_thin=True)
+    assert asked["macro_labels"] == names and asked["auroc_macro"] == pytest.approx(per_label.mean())
+    assert classification_section(probs, labels, names, patients, n_boot=0, min_count=4)["thin_labels"] == []
+    negatives = classification_section(1 - probs, 1 - labels, names, patients, n_boot=0)
+    assert negatives["thin_labels"] == ["c"]  # 4 negatives are as thin as 4 positives
+    test = paired_bootstrap_test(probs, probs, labels, patients, n_boot=20)
+    assert test["model_a"] == pytest.approx(per_label[:2].mean())  # the paired test averages the same
+
+
+# --- section, bootstrap and paired test ------------------------------------------------------------
+
+
+def test_bca_matches_scipy_on_the_same_resamples():
+    rng = np.random.default_rng(11)
+    labels = (rng.random((90, 1)) < 0.45).astype(float)
+    probs = np.clip(0.25 * labels + 0.75 * rng.random((90, 1)), 0, 1)
+    section = classification_section(probs, labels, ["a"], np.arange(90), thresholds=0.5, n_boot=500, seed=3)
+    entry = section["per_label"]["a"]
+    y, p = labels[:, 0], probs[:, 0]
+
+    def reference(statistic) -> tuple[float, float]:
+        # scipy draws rng.integers(0, n, (n_resamples, n)) once: the resamples of weight_blocks, seed 3
+        result = stats.bootstrap(
+            (p, y),
+            statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=500,
+            method="BCa",
+            rng=np.random.default_rng(3),
+        )
+        return result.confidence_interval.low, result.confidence_interval.high
+
+    sensitivity = reference(lambda pp, yy: np.mean(pp[yy == 1] >= 0.5))
+    assert (entry["sensitivity_at_threshold_ci_low"], entry["sensitivity_at_threshold_ci_high"]) == (
+        pytest.approx(sensitivity[0]),
+        pytest.approx(sensitivity[1]),
+    )
+    area = reference(lambda pp, yy: skm.roc_auc_score(yy, pp))
+    assert (entry["auroc_ci_low"], entry["auroc_ci_high"]) == (pytest.approx(area[0]), pytest.approx(area[1]))
+
+
+def test_bca_of_a_skewed_mean_matches_scipy_and_moves_the_percentile_interval():
+    x = np.random.default_rng(2).exponential(size=40)
+    (weights,) = weight_blocks(patient_groups(np.arange(40), 40), 2000, seed=5)
+    jackknife = np.array([np.delete(x, i).mean() for i in range(40)])
+    replicates = Replicates(weights @ x / 40, jackknife)
+    low, high = bca_interval(x.mean(), replicates)
+    result = stats.bootstrap((x,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(5))
+    assert (low, high) == (
+        pytest.approx(result.confidence_interval.low),
+        pytest.approx(result.confidence_interval.high),
+    )
+    percentile = np.quantile(replicates.boot, [0.025, 0.975])
+    assert low > percentile[0] and high > percentile[1]  # right skew: BCa shifts the interval up
 
 
 def test_bootstrap_resamples_patients_with_all_their_images():
@@ -249,13 +396,18 @@ def test_bootstrap_resamples_patients_with_all_their_images():
 def test_bootstrap_ci_matches_a_naive_resampling_loop():
     probs, labels, patients = multilabel_data(n=60, missing=0.0)
     section = classification_section(probs, labels, ["a", "b", "c"], patients, n_boot=100, seed=7)
-    (weights,) = weight_blocks(patient_groups(patients, 60), 100, seed=7)
-    naive = []
-    for row in weights.astype(int):
-        index = np.repeat(np.arange(60), row)
+    groups = patient_groups(patients, 60)
+    (weights,) = weight_blocks(groups, 100, seed=7)
+
+    def naive(index: np.ndarray) -> float:
         y, p = labels[index, 0], probs[index, 0]
-        naive.append(skm.roc_auc_score(y, p) if 0 < y.sum() < y.size else np.nan)
-    low, high = np.nanquantile(naive, [0.025, 0.975])
+        return skm.roc_auc_score(y, p) if 0 < y.sum() < y.size else np.nan
+
+    boot = [naive(np.repeat(np.arange(60), row.astype(int))) for row in weights]
+    jackknife = [naive(np.flatnonzero(groups != patient)) for patient in range(groups.max() + 1)]
+    low, high = bca_interval(
+        section["per_label"]["a"]["auroc"], Replicates(np.array(boot), np.array(jackknife))
+    )
     assert section["per_label"]["a"]["auroc_ci_low"] == pytest.approx(low)
     assert section["per_label"]["a"]["auroc_ci_high"] == pytest.approx(high)
 

@@ -177,3 +177,40 @@ def test_localization_section():
     )
     with pytest.raises(ValueError, match="6 maps for 5"):
         localization_section(maps, annotations[:5])
+
+
+def test_chance_levels_hand_computed():
+    # a 2 x 2 lesion in an 8 x 8 frame (share 4/64); the map marks a 4 x 4 block elsewhere (16 pixels)
+    mask = square_mask(rows=slice(0, 2), cols=slice(0, 2))
+    saliency = np.zeros((8, 8))
+    saliency[4:, 4:] = 1.0
+    section = localization_section([saliency], [mask], tolerance=1.0)
+    # shuffled, 16 marked pixels overlap the lesion by 16 * 4/64 = 1 on average: Dice 2 * 1 / (16 + 4)
+    assert section["dice_at_threshold_chance"] == pytest.approx(0.1)
+    assert section["soft_dice_chance"] == pytest.approx(2 * 16 * (4 / 64) / (16 + 4))
+    assert section["energy_pointing_game_chance"] == pytest.approx(4 / 64)
+    # within 1 pixel of the lesion: its 4 pixels, 2 below and 2 to the right
+    assert section["pointing_game_chance"] == pytest.approx(8 / 64)
+    assert section["pointing_game"] == 0.0 and section["dice_at_threshold"] == 0.0
+
+
+def test_chance_levels_are_the_mean_score_of_shuffled_maps():
+    rng = np.random.default_rng(5)
+    saliency, mask = rng.random((12, 12)) ** 3, square_mask(12, slice(2, 6), slice(3, 8))
+    section = localization_section([saliency], [mask], thresholds=[0.3])
+    shuffled = [rng.permutation(saliency.ravel()).reshape(12, 12) for _ in range(4000)]
+    assert section["dice_at_threshold_chance"] == pytest.approx(
+        np.mean([dice_iou(s, mask)[0] for s in shuffled]), abs=0.005
+    )
+    assert section["dice_best_chance"] == pytest.approx(
+        np.mean([dice_iou(s, mask, threshold=0.3)[0] for s in shuffled]), abs=0.005
+    )
+    assert section["soft_dice_chance"] == pytest.approx(
+        np.mean([soft_dice(s, mask) for s in shuffled]), abs=0.005
+    )
+    assert section["pointing_game_chance"] == pytest.approx(
+        np.mean([pointing_game(s, mask) for s in shuffled]), abs=0.02
+    )
+    assert section["energy_pointing_game_chance"] == pytest.approx(
+        np.mean([energy_pointing_game(s, mask) for s in shuffled]), abs=0.005
+    )

@@ -6,16 +6,27 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from radsight.metrics.bootstrap import paired_mean_test, paired_test, patient_groups, weight_blocks
+from radsight.metrics.bootstrap import (
+    Replicates,
+    bca_interval,
+    paired_mean_test,
+    paired_test,
+    patient_groups,
+    weight_blocks,
+)
 from radsight.metrics.classification import paired_bootstrap_test
 
 
-def naive_test(differences: list[float], observed: float) -> tuple[float, float, float]:
-    """Interval and p-value by hand: undefined resamples left out of both."""
+def naive_test(
+    differences: list[float], left_out: list[float], observed: float
+) -> tuple[float, float, float]:
+    """Interval and p-value from differences computed by hand on each resample and on each set leaving
+    one patient out (the BCa formula itself is checked against scipy elsewhere): undefined resamples are
+    left out of both."""
     kept = np.array([d for d in differences if not np.isnan(d)])
     p_value = (1 + np.sum(np.abs(kept - observed) >= abs(observed))) / (1 + kept.size)
-    low, high = np.quantile(kept, [0.025, 0.975])
-    return low, high, p_value
+    low, high = bca_interval(observed, Replicates(np.array(differences), np.array(left_out)))
+    return float(low), float(high), p_value
 
 
 def test_resamples_with_an_undefined_difference_are_left_out_of_interval_and_p_value():
@@ -38,7 +49,9 @@ def test_resamples_with_an_undefined_difference_are_left_out_of_interval_and_p_v
         index = np.repeat(np.arange(12), row)
         differences.append(x[index].mean() - y[index].mean() if row[0] else np.nan)
     assert 0 < np.isnan(differences).sum() < 300  # some resamples miss patient 0
-    low, high, p_value = naive_test(differences, observed)
+    # leaving patient 0 out makes the difference undefined too: that set is left out of the acceleration
+    left_out = [np.nan] + [np.delete(x, i).mean() - np.delete(y, i).mean() for i in range(1, 12)]
+    low, high, p_value = naive_test(differences, left_out, observed)
     assert result["difference"] == pytest.approx(observed)
     assert result["difference_ci_low"] == pytest.approx(low)
     assert result["difference_ci_high"] == pytest.approx(high)
@@ -63,20 +76,24 @@ def test_classification_test_follows_the_same_convention():
     labels[4] = 1
     probs_a, probs_b = rng.random((15, 1)), rng.random((15, 1))
     patients = np.arange(15)
-    result = paired_bootstrap_test(probs_a, probs_b, labels, patients, n_boot=200, seed=1)
+    # a thin label (one positive) enters the macro only when asked
+    unasked = paired_bootstrap_test(probs_a, probs_b, labels, patients, n_boot=20, seed=1)
+    assert unasked["difference"] is None
+    result = paired_bootstrap_test(
+        probs_a, probs_b, labels, patients, n_boot=200, seed=1, macro_includes_thin=True
+    )
     (weights,) = weight_blocks(patient_groups(patients, 15), 200, seed=1)
-    differences = []
-    for row in weights.astype(int):
-        index = np.repeat(np.arange(15), row)
+
+    def difference(index: np.ndarray) -> float:
         y = labels[index, 0]
-        defined = 0 < y.sum() < y.size
-        differences.append(
-            skm.roc_auc_score(y, probs_a[index, 0]) - skm.roc_auc_score(y, probs_b[index, 0])
-            if defined
-            else np.nan
-        )
-    observed = skm.roc_auc_score(labels[:, 0], probs_a[:, 0]) - skm.roc_auc_score(labels[:, 0], probs_b[:, 0])
-    low, high, _ = naive_test(differences, observed)
+        if not 0 < y.sum() < y.size:
+            return np.nan
+        return skm.roc_auc_score(y, probs_a[index, 0]) - skm.roc_auc_score(y, probs_b[index, 0])
+
+    differences = [difference(np.repeat(np.arange(15), row)) for row in weights.astype(int)]
+    left_out = [difference(np.delete(np.arange(15), i)) for i in range(15)]
+    observed = difference(np.arange(15))
+    low, high, _ = naive_test(differences, left_out, observed)
     assert result["difference"] == pytest.approx(observed)
     assert (result["difference_ci_low"], result["difference_ci_high"]) == pytest.approx((low, high))
     # resampled AUROC differences tie with the observed one (|d - observed| = |observed|, up to rounding):
@@ -99,8 +116,25 @@ def test_mean_test_leaves_images_without_both_values_out_and_tests_like_the_othe
     ka, kb, kp = a[keep], b[keep], patients[keep]
     (weights,) = weight_blocks(patient_groups(kp, keep.sum()), 200, seed=2)
     differences = [np.average(ka - kb, weights=row) for row in weights]
-    low, high, p_value = naive_test(differences, (ka - kb).mean())
+    left_out = [np.mean((ka - kb)[kp != patient]) for patient in np.unique(kp)]
+    low, high, p_value = naive_test(differences, left_out, (ka - kb).mean())
     assert result["n_images"] == 28 and result["metric"] == "cc"
     assert result["model_a"] == pytest.approx(ka.mean()) and result["model_b"] == pytest.approx(kb.mean())
     assert (result["difference_ci_low"], result["difference_ci_high"]) == pytest.approx((low, high))
     assert result["p_value"] == pytest.approx(p_value)
+
+
+def test_each_model_is_scored_at_its_own_operating_points():
+    rng = np.random.default_rng(6)
+    labels = (rng.random((40, 2)) < 0.5).astype(float)
+    probs = np.clip(0.3 * labels + 0.7 * rng.random((40, 2)), 0, 1)
+    metric = "sensitivity_at_threshold_macro"
+    result = paired_bootstrap_test(
+        probs, probs, labels, np.arange(40), metric=metric, thresholds=[0.3, 0.4], thresholds_b=0.7, n_boot=50
+    )
+    own = [np.mean(probs[labels[:, k] == 1, k] >= t) for k, t in enumerate([0.3, 0.4])]
+    other = [np.mean(probs[labels[:, k] == 1, k] >= 0.7) for k in range(2)]
+    assert result["model_a"] == pytest.approx(np.mean(own)) and result["model_b"] == pytest.approx(
+        np.mean(other)
+    )
+    assert result["difference"] > 0  # the same probabilities, a lower threshold: more positives called

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from radsight.report import compare, writer
-from radsight.report.cells import UNDEFINED, ci_cell, number, section_cell
+import numpy as np
+
+from radsight.metrics.bootstrap import Replicates, with_ci
+from radsight.report import compare, notes, writer
+from radsight.report.cells import EXCLUDES_ESTIMATE, UNDEFINED, ci_cell, number, section_cell
 from radsight.studies import ablation, glam_comparison
 
 
@@ -59,3 +62,55 @@ def test_every_report_spells_an_undefined_value_the_same():
     section = {key: None for key in glam_comparison.METRICS} | {"n_images": 3, "dice_best_threshold": None}
     result = {"test_images": 9, "rows": {"row": {"all": section}}, "relative_dice_gain": {}}
     assert undefined_cells(glam_comparison.markdown(result)) == 7  # six metrics and the threshold
+
+
+def test_an_interval_that_misses_its_estimate_is_marked_in_json_and_in_every_cell():
+    assert ci_cell(0.525, 0.555, 0.927) == "0.525 [0.555, 0.927]" + EXCLUDES_ESTIMATE
+    assert ci_cell(0.555, 0.555, 0.927) == "0.555 [0.555, 0.927]"  # a bound equal to the value contains it
+    replicates = Replicates(np.linspace(0.6, 0.9, 50), np.linspace(0.5, 0.6, 10))  # all above 0.525
+    entry = with_ci("sensitivity", 0.525, replicates)
+    assert entry["sensitivity_ci_low"] > 0.525 and entry["sensitivity_ci_excludes_estimate"] is True
+    assert section_cell(entry, "sensitivity").endswith(EXCLUDES_ESTIMATE)
+    inside = with_ci("sensitivity", 0.75, replicates)
+    assert "sensitivity_ci_excludes_estimate" not in inside and not section_cell(
+        inside, "sensitivity"
+    ).endswith(EXCLUDES_ESTIMATE)
+    # the flag is no column of its own; a thin label is marked after its name
+    per_label = {"a": {"thin": True, **entry}, "b": {"thin": False, **inside}}
+    header, rows = writer.per_label_rows({"per_label": per_label})
+    assert header == ["label", "sensitivity"]
+    assert [row[0] for row in rows] == ["a (thin)", "b"] and rows[0][1].endswith(EXCLUDES_ESTIMATE)
+
+
+def test_the_report_says_whether_maps_beat_chance_and_which_labels_are_thin():
+    def section(low: float, high: float) -> dict:
+        return {
+            "n_images": 9,
+            "pointing_game": (low + high) / 2,
+            "pointing_game_ci_low": low,
+            "pointing_game_ci_high": high,
+            "pointing_game_chance": 0.1,
+        }
+
+    (below,) = notes.localization_notes(section(0.0, 0.05), "gradcam")
+    assert below.startswith("The gradcam maps do not agree with the lesion annotations: pointing game")
+    assert "against a chance level of 0.100 (below chance)" in below and "Do not read the overlays" in below
+    (level,) = notes.localization_notes(section(0.05, 0.2), "gradcam")
+    assert "do not agree" in level and "(no different from chance)" in level
+    (above,) = notes.localization_notes(section(0.4, 0.6), "native")
+    assert above.startswith("The native maps agree with the lesion annotations better than chance")
+    assert notes.localization_notes(None, "gradcam") == []
+
+    classification = {
+        "undefined_labels": ["x"],
+        "thin_labels": ["c"],
+        "min_class_count": 10,
+        "macro_includes_thin": False,
+        "macro_labels": ["a"],
+        "per_label": {"a": {}, "c": {"n_positive": 2, "n_negative": 40}, "x": {}},
+    }
+    undefined, thin = notes.classification_notes(classification)
+    assert undefined.endswith("left out of every average: x.")
+    assert "c (2 positive, 40 negative)" in thin and "left out of the macro averages" in thin
+    (_, asked) = notes.classification_notes(classification | {"macro_includes_thin": True})
+    assert "averaged into the macro metrics" in asked

@@ -22,9 +22,11 @@ from radsight.data.assemble import build_splits
 from radsight.data.sample import collate
 from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.errors import ConfigError
+from radsight.evaluate import collect
 from radsight.methods import load_method
 from radsight.methods.supervised import SupervisedClassifier
-from radsight.train import stage_loaders
+from radsight.metrics.classification import choose_thresholds
+from radsight.train import operating_points_on_val, stage_loaders
 
 
 def epochs_logged(run: Path) -> list[dict]:
@@ -44,6 +46,25 @@ def test_baseline_learns_the_phantom_task_and_exports(trained_model):
     for name in ("model.safetensors", "config.json", "report.md", "report.html", "roc.png", "overlays.png"):
         assert (trained_model / name).is_file(), name
     assert "data:image/png;base64," in (trained_model / "report.html").read_text()
+
+
+def test_thresholds_are_chosen_on_the_val_split_stored_and_applied_to_the_test_split(trained_model):
+    stored = json.loads((trained_model / "operating_points.json").read_text())
+    method, recipe = load_method(trained_model)
+    assert method.operating_points.as_json() == stored
+    val = build_splits(recipe.data, recipe.seed).val
+    found = collect(method, val, 16, {})
+    youden = choose_thresholds(found.prob_matrix, found.label_matrix, rule="youden")
+    assert stored["rule"] == "youden" and stored["chosen_on"] == "val" and stored["n_images"] == len(val)
+    assert [stored["thresholds"][name] for name in method.label_names] == pytest.approx(youden.tolist())
+    section = json.loads((trained_model / "metrics.json").read_text())["classification"]
+    assert section["operating_point"] == stored
+    for name, entry in section["per_label"].items():
+        assert entry["threshold"] == stored["thresholds"][name]
+    report = (trained_model / "report.md").read_text()
+    assert f"Thresholds were chosen on the val split ({len(val)} images) by Youden's index" in report
+    assert "applied to the evaluated images and to every bootstrap resample" in report
+    assert "chance level" in report  # the maps are set against their chance level in words
 
 
 def test_exported_model_reloads_without_pickle_and_predicts_the_same(trained_model):
@@ -151,6 +172,37 @@ def _splits_and_method(stages: list[dict], method_class=SupervisedClassifier):
     stage_configs = [StageConfig.model_validate(stage) for stage in stages]
     method = method_class(["nodule", "opacity"], "multilabel", {"backbone": "tiny_cnn"}, stage_configs)
     return build_splits(data, seed=0), method
+
+
+def test_without_val_images_the_thresholds_fall_back_to_one_half_and_say_so():
+    splits, method = _splits_and_method([{"name": "classify"}])
+    recipe = parse_recipe(
+        {"name": "x", "data": splits.data.model_dump(mode="json") | {"split": [0.8, 0.0, 0.2]}}
+    )
+    no_val = build_splits(recipe.data, seed=0)
+    assert len(no_val.val) == 0
+    points = operating_points_on_val(method, no_val, recipe)
+    assert points.thresholds == {"nodule": 0.5, "opacity": 0.5} and points.chosen_on is None
+    assert points.describe().startswith("The run has no val images to choose thresholds on")
+    target = parse_recipe(
+        {
+            "name": "x",
+            "data": splits.data.model_dump(mode="json"),
+            "evaluation": {"operating_point": {"rule": "sensitivity", "value": 0.9}},
+        }
+    )
+    chosen = operating_points_on_val(method, splits, target)
+    found = collect(method, splits.val, 8, {})
+    expected = choose_thresholds(found.prob_matrix, found.label_matrix, rule="sensitivity", value=0.9)
+    assert chosen.chosen_on == "val" and list(chosen.thresholds.values()) == pytest.approx(expected.tolist())
+    with pytest.raises(ConfigError, match="needs a target value"):
+        parse_recipe(
+            {
+                "name": "x",
+                "data": splits.data.model_dump(mode="json"),
+                "evaluation": {"operating_point": {"rule": "sensitivity"}},
+            }
+        )
 
 
 def test_a_stage_without_a_data_section_keeps_the_labelled_loaders():

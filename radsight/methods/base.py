@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from radsight.config import StageConfig, StageData, validate_options
 from radsight.data.sample import Batch
 from radsight.errors import ConfigError
+
+if TYPE_CHECKING:
+    from radsight.operating_points import OperatingPoints
 
 
 @dataclass
@@ -70,6 +73,9 @@ class Method(L.LightningModule):
         self.check_stages(stages)
         self.stages = {stage.name: stage for stage in stages}
         self.stage = next(iter(self.stages))
+        self.operating_points: OperatingPoints | None = None
+        """The per-label thresholds chosen after training (:mod:`radsight.operating_points`); None until
+        then, and for a model exported without them."""
 
     @classmethod
     def parse_options(cls, model: Mapping[str, Any]) -> BaseModel:

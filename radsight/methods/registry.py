@@ -17,6 +17,7 @@ from radsight.config import Recipe
 from radsight.data.assemble import source_options
 from radsight.errors import ConfigError
 from radsight.methods.base import Method
+from radsight.operating_points import read_operating_points
 from radsight.run_folder import read_export_config
 
 METHODS = {
@@ -67,10 +68,12 @@ def export_config(recipe: Recipe, label_names: list[str]) -> dict[str, Any]:
 
 
 def load_method(model_dir: str | Path) -> tuple[Method, Recipe]:
-    """Rebuild a trained method from its export (safetensors + JSON, no unpickling)."""
+    """Rebuild a trained method from its export (safetensors + JSON, no unpickling), with the operating
+    points stored beside it (``method.operating_points``, None for an export without them)."""
     config = read_export_config(model_dir)
     recipe = Recipe.model_validate(config["recipe"])
     method = build_method(recipe, config["label_names"], pretrained=False)
     load_weights(method, Path(model_dir) / "model.safetensors")
+    method.operating_points = read_operating_points(model_dir)
     method.eval()
     return method, recipe

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pydantic import Field
 from torch import Tensor, nn
 
 from radsight.config import StageConfig, Strict
@@ -18,6 +19,9 @@ class SupervisedOptions(Strict):
     backbone: str = "resnet18"
     pretrained: str | None = None
     dropout: float = 0.0
+    cam_stride: int | None = Field(
+        None, description="output stride of the backbone block Grad-CAM explains (default: the final map's)"
+    )
 
 
 class SupervisedClassifier(Method):
@@ -31,6 +35,8 @@ class SupervisedClassifier(Method):
     ):
         super().__init__(label_names, task, model, stages)
         self.backbone = create_backbone(self.options.backbone, in_chans=1, pretrained=self.options.pretrained)
+        if self.options.cam_stride is not None:
+            self.backbone.explain_at_stride(self.options.cam_stride)
         self.head = nn.Sequential(
             nn.Dropout(self.options.dropout), nn.Linear(self.backbone.num_features, self.num_classes)
         )

@@ -9,9 +9,11 @@ Conventions, chosen once for every output:
   other labels. Micro averages pool every annotated (image, label) pair, undefined labels' included.
 - Ranking metrics follow scikit-learn: AUROC counts tied scores as half, AUPRC is average precision
   (sum over thresholds of recall increase x precision).
-- Sensitivity, specificity and F1 predict positive when ``prob >= threshold``. Without a threshold each
-  label uses its Youden threshold (the score maximising sensitivity + specificity - 1, the highest such
-  score on ties), chosen again on every bootstrap resample, so the interval covers the choice too.
+- Sensitivity, specificity and F1 predict positive when ``prob >= threshold``, one threshold per label
+  given by the caller and held fixed on every bootstrap resample: thresholds are chosen once, on other
+  images (the validation split, :func:`choose_thresholds`), never on the images being scored.
+- A label with fewer than ``min_count`` positive or negative annotated images is *thin*: its values are
+  reported and marked, and it is left out of the macro averages unless ``macro_includes_thin``.
 - Single-label tasks also report argmax accuracy and macro F1, and calibration uses the top-class
   confidence; multi-label calibration pools every annotated (image, label) probability.
 
@@ -28,18 +30,23 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from radsight.config import ThresholdRule
 from radsight.metrics.bootstrap import (
     CI_LEVEL,
+    CI_METHOD,
     bootstrap,
     json_float,
     paired_test,
     patient_groups,
     percentile_ci,
+    resample,
     with_ci,
 )
 from radsight.metrics.maps import FloatArray, as_array
 
 ECE_BINS = 15  # equal-width bins over [0, 1], as Guo et al. (2017) and torchmetrics' default
+MIN_CLASS_COUNT = 10  # fewer positive or negative images than this make a label thin
+DEFAULT_THRESHOLD = 0.5
 Average = Literal["none", "macro", "micro"]
 
 
@@ -83,6 +90,10 @@ class _Prepared:
     def defined(self) -> np.ndarray:
         """Labels with both classes among their annotated images."""
         return (self.n_positive > 0) & (self.n_negative > 0)
+
+    def thin(self, min_count: int) -> np.ndarray:
+        """Defined labels with fewer than ``min_count`` positive or negative annotated images."""
+        return self.defined & ((self.n_positive < min_count) | (self.n_negative < min_count))
 
 
 def _rank(scores: FloatArray, positive: np.ndarray, images: np.ndarray) -> _Ranking | None:
@@ -178,35 +189,71 @@ def _cumulative(ranking: _Ranking, weights: FloatArray) -> tuple[FloatArray, Flo
     return tp, fp
 
 
-def _ranking_metrics(ranking: _Ranking | None, weights: FloatArray, threshold: float | None) -> dict:
-    """AUROC, AUPRC and the confusion-based metrics of one label, NaN on rows with one class only."""
+def _label_metrics(ranking: _Ranking | None, weights: FloatArray, threshold: float) -> dict:
+    """AUROC, AUPRC and, at ``threshold`` (NaN: none), sensitivity, specificity and F1 of one label; NaN
+    on rows with one class only."""
     rows = weights.shape[0]
     if ranking is None:
-        nan = np.full(rows, np.nan)
-        return dict.fromkeys(("auroc", "auprc", "sensitivity", "specificity", "f1", "threshold"), nan)
+        return dict.fromkeys(("auroc", "auprc", "sensitivity", "specificity", "f1"), np.full(rows, np.nan))
     tp, fp = _cumulative(ranking, weights)
     pos, neg = tp[:, -1], fp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         area = np.sum(np.diff(fp, axis=1) * (tp[:, 1:] + tp[:, :-1]), axis=1) / 2
-        auroc = area / (pos * neg)
         precision = tp[:, 1:] / np.maximum(tp[:, 1:] + fp[:, 1:], np.finfo(float).tiny)
         auprc = np.sum(np.diff(tp, axis=1) * precision, axis=1) / pos
-        if threshold is None:
-            youden = tp[:, 1:] / pos[:, None] - fp[:, 1:] / neg[:, None]
-            cut = 1 + np.argmax(np.nan_to_num(youden, nan=-np.inf), axis=1)
+        metrics = {"auroc": area / (pos * neg), "auprc": auprc}
+        if np.isnan(threshold):
+            metrics |= dict.fromkeys(("sensitivity", "specificity", "f1"), np.full(rows, np.nan))
         else:
-            cut = np.full(rows, np.searchsorted(-ranking.thresholds, -threshold, side="right"))
-        tp_cut, fp_cut = tp[np.arange(rows), cut], fp[np.arange(rows), cut]
-        metrics = {
-            "auroc": auroc,
-            "auprc": auprc,
-            "sensitivity": tp_cut / pos,
-            "specificity": 1 - fp_cut / neg,
-            "f1": 2 * tp_cut / (pos + tp_cut + fp_cut),
-            "threshold": ranking.thresholds[cut - 1] if threshold is None else np.full(rows, threshold),
-        }
+            cut = np.searchsorted(-ranking.thresholds, -threshold, side="right")  # groups >= threshold
+            tp_cut, fp_cut = tp[:, cut], fp[:, cut]
+            metrics |= {
+                "sensitivity": tp_cut / pos,
+                "specificity": 1 - fp_cut / neg,
+                "f1": 2 * tp_cut / (pos + tp_cut + fp_cut),
+            }
     undefined = (pos == 0) | (neg == 0)
     return {k: np.where(undefined, np.nan, v) for k, v in metrics.items()}
+
+
+def _chosen_threshold(ranking: _Ranking | None, rule: ThresholdRule, value: float | None) -> float:
+    """One label's threshold by ``rule`` on the images of ``ranking`` (NaN when they hold one class)."""
+    if ranking is None or ranking.positive.all() or not ranking.positive.any():
+        return float("nan")
+    tp, fp = _cumulative(ranking, np.ones((1, int(ranking.images.max()) + 1)))
+    tpr, fpr = tp[0, 1:] / tp[0, -1], fp[0, 1:] / fp[0, -1]
+    # the first (highest) score reaching the target; equal rates may differ in their last bit
+    youden = tpr - fpr
+    reached = youden >= youden.max() - 1e-12 if rule == "youden" else tpr >= value - 1e-12
+    cut = int(np.argmax(reached))
+    return float(ranking.thresholds[cut])
+
+
+def choose_thresholds(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    rule: ThresholdRule,
+    value: float | None = None,
+    multilabel: bool = True,
+) -> FloatArray:
+    """Per-label thresholds chosen on these images (the validation split), to be applied to others.
+
+    ``youden``: the score maximising sensitivity + specificity - 1 (the highest such score on ties);
+    ``sensitivity``: the highest score whose sensitivity reaches ``value``; ``fixed``: ``value`` for every
+    label. Each threshold is one of the scores, so ``prob >= threshold`` reproduces the choice. A label
+    with one class among its annotated images gets NaN (no threshold can be chosen from it).
+    """
+    prep = _prepare(probs, labels, multilabel)
+    if rule == "fixed":
+        if value is None:
+            raise ValueError("the fixed rule needs a threshold value")
+        return np.full(prep.probs.shape[1], float(value))
+    if rule == "sensitivity" and (value is None or not 0 < value <= 1):
+        raise ValueError(f"a target sensitivity must lie in (0, 1], got {value}")
+    if rule not in ("youden", "sensitivity"):
+        raise ValueError(f"unknown threshold rule {rule!r}; choose youden, sensitivity or fixed")
+    return np.array([_chosen_threshold(r, rule, value) for r in prep.rankings])
 
 
 def _calibration_error(prep: _Prepared, weights: FloatArray) -> FloatArray:
@@ -240,36 +287,58 @@ def _nanmean(values: FloatArray) -> FloatArray:
         return np.where(count > 0, np.nansum(values, axis=1) / count, np.nan)
 
 
-def _suffix(threshold: float | None) -> str:
-    return "youden" if threshold is None else "threshold"
+def _macro(values: FloatArray, included: np.ndarray) -> FloatArray:
+    """Row means over the ``included`` labels that are defined on that row."""
+    return _nanmean(np.where(included[None, :], values, np.nan))
 
 
-def _statistics(prep: _Prepared, weights: FloatArray, threshold: float | None, multilabel: bool) -> dict:
-    """Every metric for each weight row: per-label arrays (rows, labels) and flat ones (rows,)."""
-    per_label = [_ranking_metrics(r, weights, threshold) for r in prep.rankings]
+def _thresholds(threshold: float | ArrayLike, n_labels: int) -> FloatArray:
+    """One threshold per label from a scalar or a per-label sequence (NaN or None: no threshold)."""
+    values = np.array(threshold, dtype=np.float64).reshape(-1)
+    if values.size == 1:
+        values = np.full(n_labels, values[0])
+    if values.size != n_labels:
+        raise ValueError(f"{values.size} thresholds for {n_labels} labels")
+    return values
+
+
+def _statistics(
+    prep: _Prepared, weights: FloatArray, thresholds: FloatArray, macro: np.ndarray, multilabel: bool
+) -> dict:
+    """Every metric for each weight row: per-label arrays (rows, labels) and flat ones (rows,); macro
+    averages over the labels ``macro`` includes."""
+    per_label = [_label_metrics(r, weights, t) for r, t in zip(prep.rankings, thresholds, strict=True)]
     stats = {k: np.stack([m[k] for m in per_label], axis=1) for k in per_label[0]}
-    pooled = _ranking_metrics(prep.pooled, weights, threshold)
-    at = _suffix(threshold)
+    pooled = _label_metrics(prep.pooled, weights, float("nan"))
     flat = {
-        "auroc_macro": _nanmean(stats["auroc"]),
+        "auroc_macro": _macro(stats["auroc"], macro),
         "auroc_micro": pooled["auroc"],
-        "auprc_macro": _nanmean(stats["auprc"]),
+        "auprc_macro": _macro(stats["auprc"], macro),
         "auprc_micro": pooled["auprc"],
-        f"sensitivity_at_{at}_macro": _nanmean(stats["sensitivity"]),
-        f"specificity_at_{at}_macro": _nanmean(stats["specificity"]),
+        "sensitivity_at_threshold_macro": _macro(stats["sensitivity"], macro),
+        "specificity_at_threshold_macro": _macro(stats["specificity"], macro),
         "ece": _calibration_error(prep, weights),
     }
     if multilabel:
-        flat[f"f1_at_{at}_macro"] = _nanmean(stats["f1"])
+        flat["f1_at_threshold_macro"] = _macro(stats["f1"], macro)
     else:
         argmax = _argmax_metrics(prep, weights)
         stats["f1"] = argmax["f1"]
-        flat["accuracy"], flat["f1_macro"] = argmax["accuracy"], argmax["f1_macro"]
+        flat["accuracy"], flat["f1_macro"] = argmax["accuracy"], _macro(argmax["f1"], macro)
     return {"per_label": stats, "flat": flat}
 
 
-def _point(prep: _Prepared, threshold: float | None, multilabel: bool) -> dict:
-    return _statistics(prep, np.ones((1, prep.n_images)), threshold, multilabel)
+def _point(
+    prep: _Prepared,
+    multilabel: bool,
+    threshold: float | ArrayLike = DEFAULT_THRESHOLD,
+    macro: np.ndarray | None = None,
+) -> dict:
+    """The metrics on the images as they are (weights of one); macro over every label by default (those
+    undefined here are NaN, so left out)."""
+    cuts = _thresholds(threshold, prep.probs.shape[1])
+    included = np.ones(cuts.size, dtype=bool) if macro is None else macro
+    return _statistics(prep, np.ones((1, prep.n_images)), cuts, included, multilabel)
 
 
 # --- plain metrics ---------------------------------------------------------------------------------
@@ -278,7 +347,7 @@ def _point(prep: _Prepared, threshold: float | None, multilabel: bool) -> dict:
 def _ranking_metric(
     name: str, probs: ArrayLike, labels: ArrayLike, average: Average, multilabel: bool
 ) -> FloatArray | float:
-    point = _point(_prepare(probs, labels, multilabel), None, multilabel)
+    point = _point(_prepare(probs, labels, multilabel), multilabel)
     if average == "none":
         return point["per_label"][name][0]
     return float(point["flat"][f"{name}_{average}"][0])
@@ -299,25 +368,25 @@ def auprc(
 
 
 def threshold_metrics(
-    probs: ArrayLike, labels: ArrayLike, *, threshold: float | None = None, multilabel: bool = True
+    probs: ArrayLike, labels: ArrayLike, *, threshold: float | ArrayLike, multilabel: bool = True
 ) -> dict[str, FloatArray]:
-    """Per-label sensitivity, specificity, F1 and the threshold used (Youden's when none is given).
+    """Per-label sensitivity, specificity and F1 at ``threshold`` (one, or one per label).
 
     Single-label tasks get no thresholded F1 here: their F1 is the argmax one (:func:`macro_f1`).
     """
-    point = _point(_prepare(probs, labels, multilabel), threshold, multilabel)["per_label"]
-    names = ("sensitivity", "specificity", "threshold") + (("f1",) if multilabel else ())
+    point = _point(_prepare(probs, labels, multilabel), multilabel, threshold)["per_label"]
+    names = ("sensitivity", "specificity") + (("f1",) if multilabel else ())
     return {k: point[k][0] for k in names}
 
 
 def accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
     """Single-label accuracy of the argmax class over annotated images."""
-    return float(_point(_prepare(probs, labels, False), None, False)["flat"]["accuracy"][0])
+    return float(_point(_prepare(probs, labels, False), False)["flat"]["accuracy"][0])
 
 
 def macro_f1(probs: ArrayLike, labels: ArrayLike) -> float:
     """Single-label macro F1 of the argmax class, over classes that are true or predicted at least once."""
-    return float(_point(_prepare(probs, labels, False), None, False)["flat"]["f1_macro"][0])
+    return float(_point(_prepare(probs, labels, False), False)["flat"]["f1_macro"][0])
 
 
 def confusion_matrix(probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
@@ -367,61 +436,67 @@ def classification_section(
     label_names: Sequence[str],
     patient_ids: Sequence | ArrayLike,
     *,
+    thresholds: float | ArrayLike = DEFAULT_THRESHOLD,
     multilabel: bool = True,
     n_boot: int = 1000,
     seed: int = 0,
-    threshold: float | None = None,
+    min_count: int = MIN_CLASS_COUNT,
+    macro_includes_thin: bool = False,
 ) -> dict:
     """The metrics.json "classification" section: flat named numbers plus ``per_label`` dicts.
 
-    Every metric comes with ``_ci_low`` / ``_ci_high`` (95% percentile interval over ``n_boot``
-    patient resamples). Undefined values are None. Threshold-dependent keys say which threshold they use:
-    ``sensitivity_at_youden`` (per-label Youden threshold, reported as ``youden_threshold``) or
-    ``sensitivity_at_threshold`` (the fixed ``threshold``, also reported).
+    Every metric comes with ``_ci_low`` / ``_ci_high`` (95% BCa interval over ``n_boot`` patient
+    resamples). Undefined values are None. ``*_at_threshold`` metrics use each label's ``threshold``
+    (``thresholds``: one for all labels or one per label, NaN for none), the same on every resample.
+    Thin labels (see the module) are listed and flagged; macro averages cover ``macro_labels``.
     """
     prep = _prepare(probs, labels, multilabel)
     names = list(label_names)
     if len(names) != prep.probs.shape[1]:
         raise ValueError(f"{len(names)} label names for {prep.probs.shape[1]} labels")
+    cuts = _thresholds(thresholds, len(names))
     groups = patient_groups(patient_ids, prep.n_images)
-    point = _point(prep, threshold, multilabel)
+    defined, thin = prep.defined, prep.thin(min_count)
+    macro = defined if macro_includes_thin else defined & ~thin
+    point = _statistics(prep, np.ones((1, prep.n_images)), cuts, macro, multilabel)
     boots = None
     if n_boot > 0:
-        boots = bootstrap(
-            lambda w: _flatten(_statistics(prep, w, threshold, multilabel)), groups, n_boot, seed
+        boots = resample(
+            lambda w: _flatten(_statistics(prep, w, cuts, macro, multilabel)), groups, n_boot, seed
         )
-    at = _suffix(threshold)
-    defined = prep.defined
     section: dict = {
         "n_images": prep.n_images,
         "n_patients": int(groups.max()) + 1,
         "n_labels": len(names),
         "n_labels_defined": int(defined.sum()),
         "undefined_labels": [n for n, d in zip(names, defined, strict=True) if not d],
-        "threshold_rule": "youden" if threshold is None else "fixed",
-        **({} if threshold is None else {"threshold": float(threshold)}),
+        "min_class_count": int(min_count),
+        "thin_labels": [n for n, t in zip(names, thin, strict=True) if t],
+        "macro_includes_thin": bool(macro_includes_thin),
+        "macro_labels": [n for n, m in zip(names, macro, strict=True) if m],
         "ece_bins": prep.n_bins,
         "n_boot": n_boot,
         "ci_level": CI_LEVEL,
+        "ci_method": CI_METHOD,
         "seed": seed,
     }
     for name, values in point["flat"].items():
         section.update(with_ci(name, float(values[0]), None if boots is None else boots[name]))
     metric_names = {"auroc": "auroc", "auprc": "auprc"}
-    metric_names |= {k: f"{k}_at_{at}" for k in ("sensitivity", "specificity")}
-    metric_names["f1"] = f"f1_at_{at}" if multilabel else "f1"
+    metric_names |= {k: f"{k}_at_threshold" for k in ("sensitivity", "specificity")}
+    metric_names["f1"] = "f1_at_threshold" if multilabel else "f1"
     section["per_label"] = {}
     for k, label in enumerate(names):
         entry: dict = {
             "defined": bool(defined[k]),
+            "thin": bool(thin[k]),
             "n_positive": int(prep.n_positive[k]),
             "n_negative": int(prep.n_negative[k]),
+            "threshold": json_float(cuts[k]),
         }
         for stat, key in metric_names.items():
-            samples = None if boots is None else boots[stat][:, k]
+            samples = None if boots is None else boots[stat][k]
             entry.update(with_ci(key, float(point["per_label"][stat][0, k]), samples))
-        if threshold is None:
-            entry["youden_threshold"] = json_float(point["per_label"]["threshold"][0, k])
         section["per_label"][label] = entry
     return section
 
@@ -440,24 +515,32 @@ def paired_bootstrap_test(
     multilabel: bool = True,
     n_boot: int = 1000,
     seed: int = 0,
-    threshold: float | None = None,
+    thresholds: float | ArrayLike = DEFAULT_THRESHOLD,
+    thresholds_b: float | ArrayLike | None = None,
+    min_count: int = MIN_CLASS_COUNT,
+    macro_includes_thin: bool = False,
 ) -> dict:
     """Difference metric(A) - metric(B) on the same test set, by the paired patient-bootstrap test of
     :func:`radsight.metrics.bootstrap.paired_test` (its NaN convention: a resample where a label holds one
     class only leaves that label out of the macro average; one where the difference is still undefined is
-    left out of the interval and the p-value). ``metric`` is any flat key of :func:`classification_section`.
+    left out of the interval and the p-value). ``metric`` is any flat key of :func:`classification_section`;
+    thresholds are as there (each model's own: ``thresholds`` for A, ``thresholds_b`` for B, default the
+    same), and so are the macro's labels (thin ones left out unless asked), the same for both.
     """
     prep_a = _prepare(probs_a, labels, multilabel)
     prep_b = _prepare(probs_b, labels, multilabel)
     if prep_a.probs.shape != prep_b.probs.shape:
         raise ValueError(f"models disagree on shape: {prep_a.probs.shape} vs {prep_b.probs.shape}")
-    choices = _point(prep_a, threshold, multilabel)["flat"]
+    cuts = _thresholds(thresholds, prep_a.probs.shape[1])
+    cuts_b = cuts if thresholds_b is None else _thresholds(thresholds_b, prep_b.probs.shape[1])
+    macro = prep_a.defined if macro_includes_thin else prep_a.defined & ~prep_a.thin(min_count)
+    choices = _point(prep_a, multilabel, cuts, macro)["flat"]
     if metric not in choices:
         raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(choices)}")
 
     def difference(weights: FloatArray) -> dict[str, FloatArray]:
-        a = _statistics(prep_a, weights, threshold, multilabel)["flat"][metric]
-        b = _statistics(prep_b, weights, threshold, multilabel)["flat"][metric]
+        a = _statistics(prep_a, weights, cuts, macro, multilabel)["flat"][metric]
+        b = _statistics(prep_b, weights, cuts_b, macro, multilabel)["flat"][metric]
         return {"a": a, "b": b, "difference": a - b}
 
     return paired_test(difference, patient_ids, prep_a.n_images, metric=metric, n_boot=n_boot, seed=seed)
@@ -505,7 +588,7 @@ def classification_curves(
         nan_band = (np.full_like(grid, np.nan),) * 2
         low, high = percentile_ci(boots[f"roc{k}"]) if boots else nan_band
         pr_low, pr_high = percentile_ci(boots[f"pr{k}"]) if boots else nan_band
-        point = _ranking_metrics(ranking, ones, None)
+        point = _label_metrics(ranking, ones, float("nan"))
         roc[name] = {
             "defined": True,
             "fpr": fpr,

@@ -5,6 +5,14 @@ min-max normalised map with ``value >= threshold``. Boxes are ``xyxy`` in pixels
 when its centre does, so an integer box (x1, y1, x2, y2) covers columns x1..x2-1 and rows y1..y2-1, and
 the boxes extracted from a map (connected components, 8-connectivity) round-trip exactly. An empty
 ground-truth annotation raises ValueError: no score is meaningful against no lesion.
+
+Chance levels (``*_chance`` in the section) say what a score is worth on these annotations: the expected
+score of the same map with its pixels shuffled uniformly at random, i.e. the same values with no spatial
+information, computed exactly per image and averaged like the score. With ``s`` the lesion's share of
+the image (of the lesion widened by the tolerance, for the pointing game), ``k`` the pixels the map marks
+at a threshold and ``P`` the sum of the normalised map: pointing game and energy pointing game ``s``;
+Dice ``2 k |lesion| / (N (k + |lesion|))`` at the same threshold (an expected overlap of ``k s``); soft
+Dice ``2 P s / (P + |lesion|)``. IoU and the box metrics have no exact shuffled expectation and get none.
 """
 
 from __future__ import annotations
@@ -88,25 +96,33 @@ def _in_frame(saliency: MapLike, annotation: Annotation) -> tuple[FloatArray, Bo
     return resize_map(saliency, mask.shape), mask, truth
 
 
-def _overlap(values: FloatArray, mask: BoolArray, thresholds: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def _overlap(
+    values: FloatArray, mask: BoolArray, thresholds: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Dice, IoU and Dice's shuffled-map chance level at each threshold of the normalised map."""
     normalised = minmax(values)
     t = np.asarray(thresholds, dtype=np.float64)
     everywhere, inside = np.sort(normalised, axis=None), np.sort(normalised[mask])
     predicted = everywhere.size - np.searchsorted(everywhere, t, side="left")
     hit = inside.size - np.searchsorted(inside, t, side="left")
-    return 2 * hit / (predicted + inside.size), hit / (predicted + inside.size - hit)
+    union = predicted + inside.size
+    chance = 2 * predicted * inside.size / (everywhere.size * union)
+    return 2 * hit / union, hit / (union - hit), chance
 
 
-def _soft_dice(values: FloatArray, mask: BoolArray) -> float:
+def _soft_dice(values: FloatArray, mask: BoolArray) -> tuple[float, float]:
+    """Soft Dice and its shuffled-map chance level."""
     p = minmax(values)
-    return float(2 * p[mask].sum() / (p.sum() + mask.sum()))
+    total, lesion = p.sum(), mask.sum()
+    return float(2 * p[mask].sum() / (total + lesion)), float(2 * total * mask.mean() / (total + lesion))
 
 
-def _pointing(values: FloatArray, mask: BoolArray, tolerance: float) -> float:
+def _pointing(values: FloatArray, mask: BoolArray, tolerance: float) -> tuple[float, float]:
+    """Pointing game and its chance level (the share of the image within ``tolerance`` of the lesion)."""
     if tolerance > 0:
         mask = ndimage.distance_transform_edt(~mask) <= tolerance
     peaks = values == values.max()
-    return float(np.sum(peaks & mask) / np.sum(peaks))
+    return float(np.sum(peaks & mask) / np.sum(peaks)), float(mask.mean())
 
 
 def _energy(values: FloatArray, mask: BoolArray) -> float:
@@ -126,7 +142,7 @@ def overlap_at_thresholds(
 ) -> tuple[FloatArray, FloatArray]:
     """Dice and IoU of the normalised map binarised at each threshold, from one sort of the map."""
     values, mask, _ = _in_frame(saliency, annotation)
-    return _overlap(values, mask, thresholds)
+    return _overlap(values, mask, thresholds)[:2]
 
 
 def dice_iou(saliency: MapLike, annotation: Annotation, threshold: float = 0.5) -> tuple[float, float]:
@@ -147,7 +163,7 @@ def best_threshold_overlap(
 def soft_dice(saliency: MapLike, annotation: Annotation) -> float:
     """2 Σ p·g / (Σ p + Σ g) with p the min-max normalised map: Dice without a threshold."""
     values, mask, _ = _in_frame(saliency, annotation)
-    return _soft_dice(values, mask)
+    return _soft_dice(values, mask)[0]
 
 
 def pointing_game(saliency: MapLike, annotation: Annotation, tolerance: float = 0.0) -> float:
@@ -157,7 +173,7 @@ def pointing_game(saliency: MapLike, annotation: Annotation, tolerance: float = 
     constant map does not hit by accident.
     """
     values, mask, _ = _in_frame(saliency, annotation)
-    return _pointing(values, mask, tolerance)
+    return _pointing(values, mask, tolerance)[0]
 
 
 def energy_pointing_game(saliency: MapLike, annotation: Annotation) -> float:
@@ -223,43 +239,50 @@ def localization_section(
     ``dice_best`` / ``iou_best`` use the one grid threshold that maximises the mean over the whole set
     (reported as ``*_best_threshold``, held fixed across resamples), not a per-image oracle. Pass only
     images that have a lesion annotation: an empty one raises ValueError rather than scoring 0 or 1.
+    ``*_chance`` are the chance levels of the module docstring, on the same annotations.
     """
     if len(maps) != len(annotations):
         raise ValueError(f"{len(maps)} maps for {len(annotations)} annotations")
     if len(maps) == 0:
         raise ValueError("no maps to evaluate")
     grid = np.asarray(thresholds, dtype=np.float64)
-    fixed_dice, fixed_iou, grid_dice, grid_iou = [], [], [], []
-    soft, pointing, energy, box_ious, n_boxes = [], [], [], [], []
+    dices, ious, dice_chances, soft, pointing, energy, box_ious = [], [], [], [], [], [], []
     for saliency, annotation in zip(maps, annotations, strict=True):
         values, mask, truth = _in_frame(saliency, annotation)
-        d, i = _overlap(values, mask, np.r_[threshold, grid])
-        fixed_dice.append(d[0])
-        fixed_iou.append(i[0])
-        grid_dice.append(d[1:])
-        grid_iou.append(i[1:])
+        d, i, chance = _overlap(values, mask, np.r_[threshold, grid])
+        dices.append(d)
+        ious.append(i)
+        dice_chances.append(chance)
         soft.append(_soft_dice(values, mask))
         pointing.append(_pointing(values, mask, tolerance))
-        energy.append(_energy(values, mask))
-        matches = _box_matches(values, truth, threshold)
-        box_ious.append(matches)
-        n_boxes.append(matches.size)
+        energy.append((_energy(values, mask), float(mask.mean())))
+        box_ious.append(_box_matches(values, truth, threshold))
+    dice_table, iou_table, chance_table = np.array(dices), np.array(ious), np.array(dice_chances)
+    soft_table, pointing_table, energy_table = np.array(soft), np.array(pointing), np.array(energy)
+    n_boxes = [m.size for m in box_ious]
     boot = {"patient_ids": patient_ids, "n_boot": n_boot, "seed": seed}
     section: dict = {
         "n_images": len(maps),
         "n_boxes": int(sum(n_boxes)),
         "threshold": float(threshold),
-        **mean_with_ci("dice_at_threshold", fixed_dice, **boot),
-        **mean_with_ci("iou_at_threshold", fixed_iou, **boot),
+        **mean_with_ci("dice_at_threshold", dice_table[:, 0], **boot),
+        "dice_at_threshold_chance": float(chance_table[:, 0].mean()),
+        **mean_with_ci("iou_at_threshold", iou_table[:, 0], **boot),
     }
-    for name, table in (("dice", np.array(grid_dice)), ("iou", np.array(grid_iou))):
-        best = int(np.argmax(table.mean(axis=0)))
-        section |= mean_with_ci(f"{name}_best", table[:, best], **boot)
-        section[f"{name}_best_threshold"] = float(grid[best])
-    section |= mean_with_ci("soft_dice", soft, **boot)
-    section |= mean_with_ci("pointing_game", pointing, **boot)
+    best = 1 + int(np.argmax(dice_table[:, 1:].mean(axis=0)))
+    section |= mean_with_ci("dice_best", dice_table[:, best], **boot)
+    section["dice_best_threshold"] = float(grid[best - 1])
+    section["dice_best_chance"] = float(chance_table[:, best].mean())
+    best_iou = 1 + int(np.argmax(iou_table[:, 1:].mean(axis=0)))
+    section |= mean_with_ci("iou_best", iou_table[:, best_iou], **boot)
+    section["iou_best_threshold"] = float(grid[best_iou - 1])
+    section |= mean_with_ci("soft_dice", soft_table[:, 0], **boot)
+    section["soft_dice_chance"] = float(soft_table[:, 1].mean())
+    section |= mean_with_ci("pointing_game", pointing_table[:, 0], **boot)
+    section["pointing_game_chance"] = float(pointing_table[:, 1].mean())
     section["pointing_tolerance_px"] = float(tolerance)
-    section |= mean_with_ci("energy_pointing_game", energy, **boot)
+    section |= mean_with_ci("energy_pointing_game", energy_table[:, 0], **boot)
+    section["energy_pointing_game_chance"] = float(energy_table[:, 1].mean())
     section |= ratio_with_ci("box_iou", [m.sum() for m in box_ious], n_boxes, **boot)
     hits = [np.sum(m >= box_iou_threshold) for m in box_ious]
     section |= ratio_with_ci("box_hit_rate", hits, n_boxes, **boot)

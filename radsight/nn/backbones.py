@@ -49,7 +49,8 @@ class Backbone(nn.Module):
 
     ``model`` is the wrapped network: weight files are matched against its state dict. ``pyramid_channels``
     and ``pyramid_strides`` describe ``feature_pyramid``'s levels so decoders can be built without a
-    forward pass. ``load_report`` says how pretrained weights were loaded (None for random weights).
+    forward pass; ``pyramid_blocks`` names the module of ``model`` whose output each level is.
+    ``load_report`` says how pretrained weights were loaded (None for random weights).
     """
 
     model: nn.Module
@@ -57,6 +58,7 @@ class Backbone(nn.Module):
     num_features: int
     pyramid_channels: tuple[int, ...]
     pyramid_strides: tuple[int, ...]
+    pyramid_blocks: tuple[str, ...]
 
     def __init__(self, model: nn.Module, in_chans: int) -> None:
         super().__init__()
@@ -114,6 +116,16 @@ class Backbone(nn.Module):
             self._cam_layer_name = name
         return self.model.get_submodule(self._cam_layer_name)
 
+    def explain_at_stride(self, stride: int) -> None:
+        """Make the pyramid block of output stride ``stride`` the layer Grad-CAM hooks (see
+        :meth:`cam_target_layer`), for a finer map than the final one: at 128 px resnet18's final map
+        is 4 x 4 (stride 32) and its stride-8 block (``layer2``) 16 x 16, fine enough for a 12-pixel lesion.
+        """
+        if stride not in self.pyramid_strides:
+            strides = list(self.pyramid_strides)
+            raise ConfigError(f"backbone has no block of output stride {stride}; its strides: {strides}")
+        self._cam_layer_name = self.pyramid_blocks[self.pyramid_strides.index(stride)]
+
     def _probe(self, fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Run ``fn`` on a zero image in eval mode without gradients (BN statistics stay untouched)."""
         was_training = self.training
@@ -137,6 +149,7 @@ class TimmBackbone(Backbone):
         self.num_features = model.num_features
         self.pyramid_channels = tuple(info["num_chs"] for info in model.feature_info)
         self.pyramid_strides = tuple(info["reduction"] for info in model.feature_info)
+        self.pyramid_blocks = tuple(info["module"] for info in model.feature_info)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.model.forward_features(x)
@@ -160,6 +173,7 @@ class StagedBackbone(Backbone):
         self._levels = sorted(levels.values())
         self.pyramid_strides = tuple(sorted(levels))
         self.pyramid_channels = tuple(sizes[i].shape[1] for i in self._levels)
+        self.pyramid_blocks = tuple(blocks[i] for i in self._levels)
         self.num_features = sizes[-1].shape[1]
 
     def _run_blocks(self, x: Tensor) -> list[Tensor]:

@@ -2,7 +2,8 @@
 
 metrics.json writes an undefined metric (NaN: one class only, no defined resample) as None, and a value
 ``key`` comes with ``key_ci_low`` / ``key_ci_high``. Every Markdown, HTML and terminal table formats those
-through :func:`ci_cell`, so one value reads the same everywhere.
+through :func:`ci_cell`, so one value reads the same everywhere, and an interval that does not contain
+its value is marked (:data:`EXCLUDES_ESTIMATE`) wherever it is shown.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ UNDEFINED = "undefined"
 NOT_TESTED = "—"
 """How a table shows a test that was not run (a reference row is not tested against itself)."""
 
+EXCLUDES_ESTIMATE = "†"
+"""After an interval that does not contain its value (the bootstrap distribution lies to one side)."""
+
 
 def number(value: Any, digits: int = 3) -> str:
     """A float with ``digits`` decimals, None as :data:`UNDEFINED`, anything else (counts, names) as is."""
@@ -27,10 +31,12 @@ def number(value: Any, digits: int = 3) -> str:
 
 
 def ci_cell(value: Any, low: float | None, high: float | None, digits: int = 3) -> str:
-    """``value [low, high]``; the value alone where it has no interval, :data:`UNDEFINED` without one."""
+    """``value [low, high]`` (marked :data:`EXCLUDES_ESTIMATE` when the value lies outside); the value alone
+    where it has no interval, :data:`UNDEFINED` without one."""
     if value is None or low is None or high is None:
         return number(value, digits)
-    return f"{number(value, digits)} [{number(low, digits)}, {number(high, digits)}]"
+    mark = "" if low <= value <= high else EXCLUDES_ESTIMATE
+    return f"{number(value, digits)} [{number(low, digits)}, {number(high, digits)}]{mark}"
 
 
 def section_cell(section: Mapping[str, Any], key: str, digits: int = 3) -> str:

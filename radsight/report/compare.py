@@ -15,7 +15,7 @@ import numpy as np
 
 from radsight.checkpoints import write_json
 from radsight.errors import ConfigError
-from radsight.metrics.classification import paired_bootstrap_test
+from radsight.metrics.classification import DEFAULT_THRESHOLD, MIN_CLASS_COUNT, paired_bootstrap_test
 from radsight.report.cells import number, section_cell
 from radsight.report.scores import SCORES_FILE, ImageScores
 
@@ -65,10 +65,16 @@ def compare_runs(
             json.loads((runs[0] / "config.json").read_text()) if (runs[0] / "config.json").is_file() else {}
         )
         multilabel = config.get("task", "multilabel") == "multilabel"
-    table = []
+    table, sections = [], []
     for run in runs:
         section = json.loads((run / "metrics.json").read_text()).get("classification", {})
+        sections.append(section)
         table.append({"run": str(run), **{k: section.get(k) for k in HEADLINE}, **_cis(section)})
+    reference = sections[0]
+    macro = {
+        "min_count": reference.get("min_class_count", MIN_CLASS_COUNT),
+        "macro_includes_thin": reference.get("macro_includes_thin", False),
+    }
     tests = [
         {
             "run": str(run),
@@ -82,6 +88,9 @@ def compare_runs(
                 multilabel=multilabel,
                 n_boot=n_boot,
                 seed=seed,
+                thresholds=_thresholds(sections[j], names),
+                thresholds_b=_thresholds(reference, names),
+                **macro,
             ),
         }
         for j, run in enumerate(runs[1:], start=1)
@@ -92,6 +101,12 @@ def compare_runs(
     write_json(out_dir / "compare.json", result)
     (out_dir / "compare.md").write_text(render_markdown(result))
     return result
+
+
+def _thresholds(section: dict[str, Any], names: Sequence[str]) -> list[float | None]:
+    """A run's per-label thresholds (its operating points) as its metrics.json reports them."""
+    per_label = section.get("per_label", {})
+    return [per_label.get(name, {}).get("threshold", DEFAULT_THRESHOLD) for name in names]
 
 
 def _cis(section: dict[str, Any]) -> dict[str, Any]:

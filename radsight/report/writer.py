@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from radsight.explain.names import NORMALISATIONS, Normalisation
+from radsight.metrics.bootstrap import EXCLUDES_ESTIMATE as EXCLUDES_KEY
 from radsight.metrics.saliency import MIT_JITTER
-from radsight.report.cells import section_cell
+from radsight.report.cells import EXCLUDES_ESTIMATE, section_cell
 
-CI_SUFFIXES = ("_ci_low", "_ci_high")
+CI_SUFFIXES = ("_ci_low", "_ci_high", EXCLUDES_KEY)
+THIN = " (thin)"
 
 
 def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -28,12 +30,16 @@ def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def per_label_rows(section: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """A label-by-metric table from a section's ``per_label`` dict (metrics shown with their CIs)."""
+    """A label-by-metric table from a section's ``per_label`` dict (metrics shown with their CIs); a thin
+    label is marked after its name."""
     per_label = section.get("per_label") or {}
     if not per_label:
         return [], []
-    columns = [k for k in next(iter(per_label.values())) if not k.endswith(CI_SUFFIXES)]
-    rows = [[label, *(section_cell(values, c) for c in columns)] for label, values in per_label.items()]
+    columns = [k for k in next(iter(per_label.values())) if not k.endswith(CI_SUFFIXES) and k != "thin"]
+    rows = [
+        [label + (THIN if values.get("thin") else ""), *(section_cell(values, c) for c in columns)]
+        for label, values in per_label.items()
+    ]
     return ["label", *columns], rows
 
 
@@ -75,7 +81,10 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Render ``metrics`` (metrics.json sections) and ``figures`` (caption -> PNG in out_dir);
     ``map_scale`` is the normalisation of the explanation maps, named in the conventions line."""
-    intro = f"{n_images} images evaluated. Intervals are 95% bootstrap intervals over patients."
+    intro = (
+        f"{n_images} images evaluated. Intervals are 95% bias-corrected and accelerated (BCa) bootstrap "
+        f"intervals over patients; {EXCLUDES_ESTIMATE} marks an interval that does not contain its estimate."
+    )
     md = [f"# {title}", "", intro, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
     line = conventions(metrics, map_scale)

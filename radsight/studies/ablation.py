@@ -139,6 +139,8 @@ def compare(
     """The comparison table: AUROC and gaze CC with CIs, and paired tests of each variant vs reference."""
     ref = scores[reference]
     multilabel = recipes[reference].task == "multilabel"
+    evaluation = recipes[reference].evaluation
+    thin = {"min_count": evaluation.min_class_count, "macro_includes_thin": evaluation.macro_includes_thin}
     rows = {}
     for name, s in scores.items():
         if s.patient_ids != ref.patient_ids:
@@ -151,6 +153,7 @@ def compare(
             multilabel=multilabel,
             n_boot=n_boot,
             seed=seed,
+            **thin,
         )
         row: dict[str, Any] = {
             "method": recipes[name].method,
@@ -165,7 +168,7 @@ def compare(
             common = {"n_boot": n_boot, "seed": seed}
             row["vs_reference"] = {
                 "auroc_macro": paired_bootstrap_test(
-                    s.probs, ref.probs, ref.labels, ref.patient_ids, multilabel=multilabel, **common
+                    s.probs, ref.probs, ref.labels, ref.patient_ids, multilabel=multilabel, **common, **thin
                 ),
             }
             if row["n_images_with_gaze"]:
