@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from radsight.errors import ConfigError
 from radsight.explain.names import Method as ExplanationMethod
+from radsight.explain.names import Normalisation
 
 
 class Strict(BaseModel):
@@ -223,6 +224,10 @@ class EvaluationConfig(Strict):
         10, ge=1, description="a label with fewer positive or negative test images is marked thin"
     )
     macro_includes_thin: bool = Field(False, description="average thin labels into the macro metrics too")
+    map_normalisation: Normalisation = Field(
+        "max", description="explanation maps divided by their maximum, or rescaled min-max (pytorch-grad-cam)"
+    )
+    auc_judd_draws: int = Field(10, ge=1, description="jitter draws averaged by the MIT reading of AUC-Judd")
 
     @model_validator(mode="before")
     @classmethod

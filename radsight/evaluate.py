@@ -42,6 +42,7 @@ from radsight.config import EvaluationConfig
 from radsight.data.sample import Batch, make_loader
 from radsight.errors import ConfigError
 from radsight.explain.cam import explain
+from radsight.explain.names import Normalisation
 from radsight.explain.overlay import overlay, save_grid
 from radsight.methods import Method, Prediction
 from radsight.metrics.attention import attention_section
@@ -93,14 +94,22 @@ channel of a class-agnostic map."""
 
 
 def _explanation_maps(
-    how: str, method: Method, prediction: Prediction, batch: Batch, images: list[int], targets: list[int]
+    how: str,
+    normalise: Normalisation,
+    method: Method,
+    prediction: Prediction,
+    batch: Batch,
+    images: list[int],
+    targets: list[int],
 ) -> Tensor:
-    return explain(method.classifier(), batch.images[images], method=how, targets=targets)
+    return explain(
+        method.classifier(), batch.images[images], method=how, targets=targets, normalise=normalise
+    )
 
 
-def explanation(how: str) -> MapKind:
+def explanation(how: str, normalise: Normalisation = "max") -> MapKind:
     """The maps of an explanation method of :mod:`radsight.explain.cam` (Grad-CAM, IG, ...)."""
-    return MapKind(how, partial(_explanation_maps, how))
+    return MapKind(how, partial(_explanation_maps, how, normalise))
 
 
 @dataclass(frozen=True)
@@ -273,11 +282,11 @@ def _keep(
 
 
 def evaluation_requests(
-    how: str, regions: Mapping[str, Sequence[str]] = DEFAULT_REGIONS
+    how: str, regions: Mapping[str, Sequence[str]] = DEFAULT_REGIONS, normalise: Normalisation = "max"
 ) -> dict[str, MapRequest]:
-    """What evaluation scores: per-class maps (native, else ``how``) of lesions and of the top class in
-    each region, and the native class-agnostic map against gaze."""
-    fallback = explanation(how)
+    """What evaluation scores: per-class maps (native, else ``how``, scaled by ``normalise``) of lesions
+    and of the top class in each region, and the native class-agnostic map against gaze."""
+    fallback = explanation(how, normalise)
     return {
         "lesions": MapRequest(lesion_pairs, fallback, prefer_native="per_class"),
         **{
@@ -319,7 +328,7 @@ def localization_metrics(
     return {**section, **in_regions, "per_label": per_label}
 
 
-def saliency_metrics(gaze: MapSet, n_boot: int, seed: int) -> dict[str, Any] | None:
+def saliency_metrics(gaze: MapSet, n_boot: int, seed: int, judd_draws: int) -> dict[str, Any] | None:
     """The native class-agnostic maps against gaze maps and fixations."""
     if not gaze.maps:
         return None
@@ -331,6 +340,7 @@ def saliency_metrics(gaze: MapSet, n_boot: int, seed: int) -> dict[str, Any] | N
         patient_ids=gaze.patients,
         n_boot=n_boot,
         seed=seed,
+        judd_draws=judd_draws,
     )
 
 
@@ -348,7 +358,13 @@ def case_order(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, li
 
 
 def overlay_grid(
-    method: Method, dataset: Dataset, probs: np.ndarray, order: dict[str, list[int]], path: Path, how: str
+    method: Method,
+    dataset: Dataset,
+    probs: np.ndarray,
+    order: dict[str, list[int]],
+    path: Path,
+    how: str,
+    normalise: Normalisation = "max",
 ) -> Path | None:
     """Rows of image + ground truth (boxes, masks, gaze) / explanation / native map, by case kind."""
     rows, device = [], next(method.parameters()).device
@@ -361,7 +377,8 @@ def overlay_grid(
             image = sample.image[0].numpy()
             name = f"{method.label_names[target]} {probs[index, target]:.2f}"
             images = sample.image[None].to(device)
-            heat = explain(method.classifier(), images, method=how, targets=[target])[0].cpu().numpy()
+            heat = explain(method.classifier(), images, method=how, targets=[target], normalise=normalise)
+            heat = heat[0].cpu().numpy()
             row = [
                 overlay(
                     image,
@@ -372,7 +389,7 @@ def overlay_grid(
                     gaze_map=sample.gaze_map,
                     title=f"{kind}: truth",
                 ),
-                overlay(image, heat, title=f"{how}: {name}"),
+                overlay(image, heat, title=f"{how}: {name}", map_scale=normalise),
             ]
             if how != "native" and hasattr(method.classifier(), "native_maps"):
                 native = explain(method.classifier(), images, method="native", targets=[target])[0]
@@ -433,7 +450,7 @@ def evaluation_sections(
     )
     for name, section in (
         ("localization", localization),
-        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed)),
+        ("saliency", saliency_metrics(maps["gaze"], config.n_boot, seed, config.auc_judd_draws)),
     ):
         if section is not None:
             metrics[name] = section
@@ -468,7 +485,9 @@ def evaluate(
     report.md/html into ``out_dir``; ``regions`` name the anatomical regions (see :data:`DEFAULT_REGIONS`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = collect(method, dataset, batch_size, evaluation_requests(config.explain, regions))
+    found = collect(
+        method, dataset, batch_size, evaluation_requests(config.explain, regions, config.map_normalisation)
+    )
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
     points = operating_points_of(method, config.operating_point)
@@ -502,10 +521,25 @@ def evaluate(
             )
     order = case_order(probs, labels, seed)
     plans["Best, worst and random cases"] = partial(
-        overlay_grid, method, dataset, probs, order, out_dir / "overlays.png", config.explain
+        overlay_grid,
+        method,
+        dataset,
+        probs,
+        order,
+        out_dir / "overlays.png",
+        config.explain,
+        config.map_normalisation,
     )
     figures, skipped = draw_figures(plans)
     notes += evaluation_notes(metrics, points, "/".join(found.maps["lesions"].kinds) or config.explain)
     notes += skipped
-    write_report(out_dir, title, metrics, figures, n_images=len(found.paths), notes=notes)
+    write_report(
+        out_dir,
+        title,
+        metrics,
+        figures,
+        n_images=len(found.paths),
+        notes=notes,
+        map_scale=config.map_normalisation,
+    )
     return metrics

@@ -88,6 +88,20 @@ def test_maps_of_every_request_arrive_in_test_set_order(phantoms):
     assert [float(m[0, 0]) for m in lungs.maps] == [400 + i for i in range(4)] + [300 + i for i in range(3)]
 
 
+def test_explanation_maps_are_scaled_as_asked(phantoms):
+    method = classifier().eval()
+    requests = {
+        "lesions": MapRequest(lesion_pairs, explanation("gradcam", "minmax"), prefer_native="per_class")
+    }
+    lesions = collect(method, phantoms, 4, requests).maps["lesions"]
+    image, label = lesions.images[0], lesions.labels[0]
+    target = [LABELS.index(label)]
+    sample = phantoms[image].image[None]
+    expected = explain(method.classifier(), sample, "gradcam", targets=target, normalise="minmax")[0]
+    np.testing.assert_allclose(lesions.maps[0].astype(np.float32), expected.numpy(), atol=2e-3)
+    assert float(expected.min()) == 0.0
+
+
 def test_native_maps_are_taken_only_in_the_shape_asked_for(phantoms):
     method = gaze_unet().eval()
     requests = {

@@ -121,3 +121,16 @@ def test_every_interval_of_a_recipes_evaluation_contains_its_estimate_or_is_mark
     assert f"| {labels[-1]} (thin) |" in report
     assert points.describe() in report and "every bootstrap resample" in report
     assert "chance level" in report
+
+
+def test_the_evaluation_names_the_auc_judd_draws_and_the_map_scaling_it_was_given(tmp_path):
+    labels = ["nodule", "opacity"]
+    config = EvaluationConfig(n_boot=20, auc_judd_draws=3, map_normalisation="minmax")
+    val = synthetic_pass(labels, True, seed=1)
+    points = choose_operating_points(
+        config.operating_point, val.prob_matrix, val.label_matrix, labels, multilabel=True
+    )
+    metrics = evaluation_sections(synthetic_pass(labels, True), labels, True, config, points)
+    assert metrics["saliency"]["auc_judd_mit_draws"] == 3
+    write_report(tmp_path, "x", metrics, {}, n_images=N_IMAGES, map_scale=config.map_normalisation)
+    assert "rescaled min-max" in (tmp_path / "report.md").read_text()
