@@ -12,7 +12,6 @@ thresholds are reported.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from radsight.checkpoints import write_json
 from radsight.config import OperatingPointConfig, ThresholdRule
 from radsight.errors import ConfigError
 from radsight.metrics.classification import DEFAULT_THRESHOLD, choose_thresholds
-from radsight.run_folder import OPERATING_POINTS_FILE
+from radsight.run_folder import OPERATING_POINTS_FILE, read_optional_json
 
 if TYPE_CHECKING:
     from radsight.methods import Method
@@ -138,10 +137,5 @@ def write_operating_points(run_dir: str | Path, points: OperatingPoints) -> Path
 def read_operating_points(model_dir: str | Path) -> OperatingPoints | None:
     """The stored operating points of a run folder, None when it has none (exported before them)."""
     path = Path(model_dir) / OPERATING_POINTS_FILE
-    if not path.is_file():
-        return None
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: not valid JSON ({error})") from None
-    return OperatingPoints.from_json(payload, str(path))
+    payload = read_optional_json(path)
+    return None if payload is None else OperatingPoints.from_json(payload, str(path))

@@ -41,6 +41,19 @@ RUN_ENTRIES = (
 """Every file and folder that training and evaluation write at the top of a run folder."""
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a run folder, or one ConfigError line naming it when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
+
+
+def read_optional_json(path: Path) -> Any | None:
+    """Like :func:`read_json`, None where the file is absent (a run written before it existed)."""
+    return read_json(path) if path.is_file() else None
+
+
 def read_export_config(model_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a model folder, refused in one line when the folder is not an export."""
     model_dir = Path(model_dir)
@@ -49,10 +62,7 @@ def read_export_config(model_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"{model_dir}: not a radsight model folder (needs model.safetensors and config.json)"
         )
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{config_path}: not valid JSON ({error})") from None
+    config = read_json(config_path)
     if config.get("format") != EXPORT_FORMAT:
         raise ConfigError(f"{config_path}: unsupported export format {config.get('format')!r}")
     return config

@@ -13,7 +13,6 @@ statistics compare what the model is given.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from radsight.data.image_io import DicomIdentity
 from radsight.data.sample import Sample
 from radsight.data.sources import IMAGING
 from radsight.errors import ConfigError, DataError
+from radsight.run_folder import read_optional_json
 
 PROFILE_FORMAT = 1
 MAX_IMAGES = 100
@@ -173,13 +173,8 @@ class InputProfile:
     @classmethod
     def read(cls, path: Path) -> InputProfile | None:
         """The profile stored at ``path``; None where there is none (models exported before profiles)."""
-        if not path.is_file():
-            return None
-        try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: not valid JSON ({error})") from None
-        return cls.from_json(payload, path)
+        payload = read_optional_json(path)
+        return None if payload is None else cls.from_json(payload, path)
 
     def check(self, image: Tensor, dicom: DicomIdentity | None) -> list[str]:
         """Why a file (its image as read and its DICOM identity) is unlike the training images: one
