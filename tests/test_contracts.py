@@ -25,6 +25,7 @@ from test_gaze_unet import TINY as TINY_GAZE_UNET
 from test_gaze_unet import phantom_batch
 from test_glam import LABELS as MAMMO_LABELS
 from test_glam import TINY as TINY_GLAM
+from test_latent_kd import TINY as TINY_LATENT_KD
 from test_sources_cbis import cbis
 from test_sources_chexpert_mimic import chexpert, mimic
 from test_sources_gaze import egd, reflacx
@@ -60,6 +61,7 @@ TINY_METHODS = {
     "supervised": TinyMethod({"backbone": "tiny_cnn"}, phantom_batch, CHEST_LABELS),
     "gaze_unet": TinyMethod(TINY_GAZE_UNET, phantom_batch, CHEST_LABELS),
     "glam": TinyMethod(TINY_GLAM, mammo_batch, tuple(MAMMO_LABELS)),
+    "latent_kd": TinyMethod(TINY_LATENT_KD, phantom_batch, CHEST_LABELS),
 }
 
 

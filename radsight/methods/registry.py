@@ -24,6 +24,7 @@ METHODS = {
     "supervised": "radsight.methods.supervised:SupervisedClassifier",
     "gaze_unet": "radsight.methods.gaze_unet:GazeUNet",
     "glam": "radsight.methods.glam:GLAM",
+    "latent_kd": "radsight.methods.latent_kd:LatentKD",
 }
 
 

@@ -29,8 +29,9 @@ from radsight.errors import ConfigError
 
 Transform = Callable[[Sample], Sample]
 
-# Independent random streams of one seed: labels (all items at once), anatomy (per patient), image.
-_LABEL_STREAM, _ANATOMY_STREAM, _IMAGE_STREAM = 0, 1, 2
+# Independent random streams of one seed: labels and annotated flags (all items at once), anatomy (per
+# patient), image.
+_LABEL_STREAM, _ANATOMY_STREAM, _IMAGE_STREAM, _ANNOTATED_STREAM = 0, 1, 2, 3
 
 LESION_PATTERNS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "nodule": lambda t: 1.0 - t,
@@ -60,7 +61,10 @@ class PhantomDataset(Dataset):
     """A ``Dataset`` of ``Sample`` rendered on demand from ``(seed, index)``; subclasses ``render``.
 
     Labels are independent Bernoulli(``prevalence``) per class, drawn for all items from one stream, so
-    row ``i`` of ``label_matrix`` does not depend on ``n``.
+    row ``i`` of ``label_matrix`` does not depend on ``n``. ``annotated_fraction`` keeps the boxes, masks
+    and fixations on that share of the images (drawn from their own stream, also independent of ``n``),
+    as in real sets where few images carry more than their labels; the others keep image, labels and
+    report.
     """
 
     kind = "phantom"
@@ -76,6 +80,7 @@ class PhantomDataset(Dataset):
         classes: Sequence[str] = ("nodule", "opacity"),
         prevalence: float = 0.4,
         images_per_patient: int = 2,
+        annotated_fraction: float = 1.0,
         transform: Transform | None = None,
     ) -> None:
         unknown = [name for name in classes if name not in self.lesion_names]
@@ -87,6 +92,8 @@ class PhantomDataset(Dataset):
             raise ConfigError(f"phantom images must be at least 32 x 32 pixels, got {size}")
         if n < 1 or images_per_patient < 1:
             raise ConfigError("phantom n and images_per_patient must be positive")
+        if not 0 <= annotated_fraction <= 1:
+            raise ConfigError(f"phantom annotated_fraction must lie in [0, 1], got {annotated_fraction}")
         self.n = n
         self.size = (int(size[0]), int(size[1]))
         self.seed = seed
@@ -95,6 +102,7 @@ class PhantomDataset(Dataset):
         self.transform = transform
         draws = np.random.default_rng([seed, _LABEL_STREAM]).random((n, len(classes)))
         self._labels = (draws < prevalence).astype(np.float32)
+        self._annotated = np.random.default_rng([seed, _ANNOTATED_STREAM]).random(n) < annotated_fraction
 
     def __len__(self) -> int:
         return self.n
@@ -110,8 +118,8 @@ class PhantomDataset(Dataset):
 
     @property
     def annotated(self) -> np.ndarray:
-        """Every phantom carries masks (per class, and its anatomy's)."""
-        return np.ones(self.n, dtype=bool)
+        """Which phantoms carry masks (per class, and the anatomy's), boxes and fixations."""
+        return self._annotated.copy()
 
     def patient_id(self, index: int) -> str:
         return f"phantom-{index // self.images_per_patient:04d}"
@@ -131,6 +139,8 @@ class PhantomDataset(Dataset):
         patient_rng = np.random.default_rng([self.seed, index // self.images_per_patient, _ANATOMY_STREAM])
         image_rng = np.random.default_rng([self.seed, index, _IMAGE_STREAM])
         sample = self.render(index, present, patient_rng, image_rng)
+        if not self._annotated[index]:
+            sample = sample.replace(boxes=None, box_labels=None, masks=None, fixations=None, gaze_map=None)
         return self.transform(sample) if self.transform is not None else sample
 
     def render(
