@@ -112,7 +112,7 @@ def test_a_file_source_without_a_root_is_refused_before_it_is_built():
         (
             "model.dropuot=0.2",
             "model (options of SupervisedClassifier): unknown option(s) ['dropuot']; "
-            "allowed options: ['backbone', 'dropout', 'pretrained']",
+            "allowed options: ['backbone', 'cam_stride', 'dropout', 'pretrained']",
         ),
         ("model.dropout=lots", "model (options of SupervisedClassifier): invalid option(s) (dropout: Input"),
         (
