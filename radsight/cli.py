@@ -28,7 +28,13 @@ from radsight.data.sources import SOURCES
 from radsight.errors import ConfigError, DataError, RadsightError
 from radsight.explain.names import METHODS
 from radsight.report.cells import number, section_cell
-from radsight.run_folder import check_out_dir, clear_run_folder, is_launching_process, read_export_config
+from radsight.run_folder import (
+    check_evaluated_runs,
+    check_out_dir,
+    clear_run_folder,
+    is_launching_process,
+    read_export_config,
+)
 
 if TYPE_CHECKING:
     from radsight.config import Recipe
@@ -430,6 +436,7 @@ def compare(
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
 ) -> None:
     """One table of several runs on the same test images, with paired bootstrap tests vs the first."""
+    check_evaluated_runs(runs)
     from radsight.report.compare import HEADLINE, compare_runs
 
     result = compare_runs(runs, out, metrics=metric, n_boot=n_boot)
@@ -460,6 +467,7 @@ def curve(
     resume: Annotated[bool, typer.Option(help="reuse finished runs in --out")] = False,
 ) -> None:
     """Label-efficiency curve: test metric against the number of labels, one line per recipe."""
+    existing_files(recipes)
     from radsight.studies.curve import run_curve
 
     try:
@@ -506,6 +514,9 @@ def glam_compare(
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
 ) -> None:
     """Score GLAM's maps and its baselines' on GLAM's test split, with GLAM's relative Dice gain."""
+    for run in (glam, global_only, classifier):
+        if run is not None:
+            read_export_config(run)
     from radsight.studies.glam_comparison import run_glam_comparison
 
     result = run_glam_comparison(

@@ -17,6 +17,7 @@ EXPORT_FORMAT = 1
 RECIPE_FILE = "recipe.yaml"
 INPUT_PROFILE_FILE = "input_profile.json"
 OPERATING_POINTS_FILE = "operating_points.json"
+SCORES_FILE = "image_scores.json"
 
 RUN_ENTRIES = (
     RECIPE_FILE,
@@ -29,7 +30,7 @@ RUN_ENTRIES = (
     INPUT_PROFILE_FILE,
     OPERATING_POINTS_FILE,
     "metrics.json",
-    "image_scores.json",
+    SCORES_FILE,
     "report.md",
     "report.html",
     "roc.png",
@@ -52,6 +53,15 @@ def read_json(path: Path) -> Any:
 def read_optional_json(path: Path) -> Any | None:
     """Like :func:`read_json`, None where the file is absent (a run written before it existed)."""
     return read_json(path) if path.is_file() else None
+
+
+def check_evaluated_runs(runs: list[Path]) -> None:
+    """Runs to compare: at least two, each with the metrics.json and image_scores.json of an evaluation."""
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs")
+    for run in runs:
+        if not (run / SCORES_FILE).is_file() or not (run / "metrics.json").is_file():
+            raise ConfigError(f"{run}: no metrics.json and {SCORES_FILE} here (evaluate the run first)")
 
 
 def read_export_config(model_dir: str | Path) -> dict[str, Any]:

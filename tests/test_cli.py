@@ -398,6 +398,12 @@ def test_wrong_paths_and_arguments_are_answered_before_torch_is_imported(tmp_pat
         (("explain", "--model", fake, "x.png", "--out", "o"), "error: x.png: file not found\n"),
         (("evaluate", "--model", missing_model, "--out", "o"), not_a_model),
         (
+            ("compare", fake, missing_model, "--out", "o"),
+            f"error: {fake}: no metrics.json and image_scores.json here (evaluate the run first)\n",
+        ),
+        (("curve", "missing.yaml", "--out", "o"), "error: missing.yaml: file not found\n"),
+        (("glam-compare", "--glam", missing_model, "--out", "o"), not_a_model),
+        (
             ("demo", "--out", tmp_path / "mine", "--force"),
             f"error: {tmp_path / 'mine'}: not a radsight run folder (no recipe.yaml); "
             "--force only starts a run over\n",

@@ -17,7 +17,8 @@ from radsight.checkpoints import write_json
 from radsight.errors import ConfigError
 from radsight.metrics.classification import DEFAULT_THRESHOLD, MIN_CLASS_COUNT, paired_bootstrap_test
 from radsight.report.cells import number, section_cell
-from radsight.report.scores import SCORES_FILE, ImageScores
+from radsight.report.scores import ImageScores
+from radsight.run_folder import check_evaluated_runs
 
 HEADLINE = ("auroc_macro", "auprc_macro", "ece")
 
@@ -53,12 +54,8 @@ def compare_runs(
     multilabel: bool | None = None,
 ) -> dict[str, Any]:
     """Write compare.json and compare.md: headline metrics per run, tests of each run vs the first."""
-    if len(runs) < 2:
-        raise ConfigError("compare needs at least two runs")
     runs = [Path(r) for r in runs]
-    for run in runs:
-        if not (run / SCORES_FILE).is_file() or not (run / "metrics.json").is_file():
-            raise ConfigError(f"{run}: no metrics.json and {SCORES_FILE} here (evaluate the run first)")
+    check_evaluated_runs(runs)
     names, probs, labels, patients = _aligned(runs)
     if multilabel is None:
         config = (

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from radsight.checkpoints import write_json
-
-SCORES_FILE = "image_scores.json"
+from radsight.run_folder import SCORES_FILE
 
 
 @dataclass
