@@ -41,7 +41,7 @@ from radsight.evaluate import collect, evaluate
 from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
 from radsight.operating_points import OperatingPoints, choose_operating_points, write_operating_points
-from radsight.run_folder import INPUT_PROFILE_FILE, check_out_dir, is_launching_process
+from radsight.run_folder import INPUT_PROFILE_FILE, RECIPE_FILE, check_out_dir, is_launching_process
 from radsight.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def train(
     method = build_method(recipe, splits.label_names)
     if launching and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        (out_dir / RECIPE_FILE).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         write_json(out_dir / SPLITS_FILE, splits.to_json())
         write_json(out_dir / "patients.json", splits.patients)
     is_global_zero = True
@@ -197,10 +197,12 @@ def train(
             write_json(stage_dir / "done.json", {"stage": stage.name, "epochs": stage.epochs})
         trainer.strategy.barrier()
     if is_global_zero:
-        export_model(method, export_config(recipe, splits.label_names), out_dir)
+        # The export comes last: a run killed before it has no model.safetensors, never a model whose
+        # input profile or operating points are missing.
         write_json(out_dir / INPUT_PROFILE_FILE, training_profile(splits, recipe.seed).to_json())
         method.operating_points = operating_points_on_val(method, splits, recipe)
         write_operating_points(out_dir, method.operating_points)
+        export_model(method, export_config(recipe, splits.label_names), out_dir)
     return TrainResult(out_dir=out_dir, method=method, splits=splits, is_global_zero=is_global_zero)
 
 

@@ -55,17 +55,26 @@ def _without_counters(state: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
     return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
 
 
-@pytest.mark.parametrize("name", [name for name in list_backbones() if name not in TRANSFORMER_NAMES])
-def test_every_listed_cnn_builds_for_one_channel(name: str) -> None:
-    backbone = create_backbone(name).eval()
-    x = torch.randn(1, 1, SIZE, SIZE)
+def features_and_cam_layer_shapes(backbone, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+    """The backbone's final features of ``x``, and the output shapes its Grad-CAM layer saw meanwhile."""
     seen: list[tuple[int, ...]] = []
     hook = backbone.cam_target_layer().register_forward_hook(
         lambda _m, _i, out: seen.append(tuple(out.shape))
     )
-    with torch.no_grad():
-        features = backbone.forward_features(x)
+    try:
+        with torch.no_grad():
+            features = backbone.forward_features(x)
+    finally:
         hook.remove()
+    return features, seen
+
+
+@pytest.mark.parametrize("name", [name for name in list_backbones() if name not in TRANSFORMER_NAMES])
+def test_every_listed_cnn_builds_for_one_channel(name: str) -> None:
+    backbone = create_backbone(name).eval()
+    x = torch.randn(1, 1, SIZE, SIZE)
+    features, seen = features_and_cam_layer_shapes(backbone, x)
+    with torch.no_grad():
         pyramid = backbone.feature_pyramid(x)
 
     assert features.shape == (1, backbone.num_features, SIZE // 32, SIZE // 32)
@@ -82,13 +91,8 @@ def test_every_listed_cnn_builds_for_one_channel(name: str) -> None:
 def test_transformer_tokens_are_laid_on_the_patch_grid_as_timm_lays_them(name: str) -> None:
     backbone = create_backbone(name).eval()
     x = torch.randn(2, 1, SIZE, 96)  # not the 224 x 224 the name was trained at, nor square
-    seen: list[tuple[int, ...]] = []
-    hook = backbone.cam_target_layer().register_forward_hook(
-        lambda _m, _i, out: seen.append(tuple(out.shape))
-    )
+    features, seen = features_and_cam_layer_shapes(backbone, x)
     with torch.no_grad():
-        features = backbone.forward_features(x)
-        hook.remove()
         # timm's own NCHW layout of the final, normalised tokens, class token dropped
         (reference,) = backbone.model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         pyramid = backbone.feature_pyramid(x)
