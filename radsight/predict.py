@@ -55,7 +55,8 @@ def predict_files(
     for item in track(inputs, description="predicting"):
         prediction = infer(model, item, how=how)
         assert prediction.map is not None
-        title = f"{prediction.top_label} {float(prediction.probs[prediction.top]):.2f} ({how})"
+        probability = float(prediction.probs[prediction.top])
+        title = f"{prediction.top_label}: probability {probability:.2f} ({how} map)"
         overlay_path = out_dir / f"{Path(item.name).stem}.overlay.png"
         Image.fromarray(item.draw(prediction.map, title, prediction.regions)).save(overlay_path)
         regions = prediction.regions

@@ -8,35 +8,70 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from radsight.explain.overlay import BOX_COLOR, FIXATION_COLOR, GAZE_COLOR, MASK_COLORS, overlay, save_grid
+from radsight.explain.overlay import (
+    BOX_COLOR,
+    FIXATION_COLOR,
+    GAZE_COLOR,
+    LOW_ATTENTION,
+    MASK_COLORS,
+    NO_MAP_GRAY,
+    overlay,
+    save_grid,
+)
 
 
 def gray_image() -> np.ndarray:
     return np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
 
 
-def test_plain_image_is_gray_and_map_is_blended_with_the_colormap() -> None:
+def test_plain_image_is_gray_and_map_is_blended_where_attention_is_high() -> None:
     image = gray_image()
     plain = overlay(image)
     assert plain.shape == (64, 64, 3) and plain.dtype == np.uint8
     np.testing.assert_array_equal(plain[5, 32], [round(image[5, 32] * 255)] * 3)
-    heat = np.zeros((16, 16), dtype=np.float32)
-    heat[:8, :8] = 1.0  # low resolution: resized to the image (top-left quarter)
-    blended = overlay(torch.from_numpy(image)[None], torch.from_numpy(heat), alpha=0.5, cmap="inferno")
+    heat = np.zeros((64, 64), dtype=np.float32)
+    heat[:16, :16], heat[:16, 40:] = 1.0, 0.6
+    blended = overlay(torch.from_numpy(image)[None], torch.from_numpy(heat), alpha=0.5, map_scale=None)
     assert blended.shape == (64, 64, 3) and blended.dtype == np.uint8
-    hot = np.array(colormaps["inferno"](1.0)[:3])
-    expected = np.round((0.5 * image[10, 10] + 0.5 * hot) * 255)
-    np.testing.assert_allclose(blended[10, 10], expected, atol=1)
-    cold = np.array(colormaps["inferno"](0.0)[:3])
-    np.testing.assert_allclose(blended[50, 50], np.round((0.5 * image[50, 50] + 0.5 * cold) * 255), atol=1)
+    hot = np.array(colormaps["inferno"](1.0)[:3])  # the default map: perceptually uniform
+    np.testing.assert_allclose(blended[8, 8], np.round((0.5 * image[8, 8] + 0.5 * hot) * 255), atol=1)
+    # 0.6 is half-way from LOW_ATTENTION (0.2) to the top: half the peak opacity
+    warm = np.array(colormaps["inferno"](0.6)[:3])
+    np.testing.assert_allclose(blended[8, 50], np.round((0.75 * image[8, 50] + 0.25 * warm) * 255), atol=1)
+    np.testing.assert_array_equal(blended[40:, :], plain[40:, :])  # no attention: the film as it is
+    low = heat.copy()
+    low[:16, :16] = LOW_ATTENTION
+    np.testing.assert_array_equal(overlay(image, low, map_scale=None)[:16, :16], plain[:16, :16])
+
+
+def test_a_coarse_map_is_upsampled_smoothly() -> None:
+    image = np.full((256, 256), 0.5, dtype=np.float32)
+    coarse = np.zeros((8, 8), dtype=np.float32)
+    coarse[:, 4:] = 1.0  # a hard edge between two cells
+    row = overlay(image, coarse, map_scale=None)[128].astype(int)
+    steps = np.abs(np.diff(row, axis=0)).max(axis=1)
+    # nearest upsampling jumps the whole way in one pixel; here the edge spreads over many pixels
+    assert steps.max() < 0.3 * np.abs(row[-1] - row[0]).max()
+    assert len({tuple(pixel) for pixel in row}) > 20
+
+
+def test_labels_grow_with_the_picture() -> None:
+    def text_rows(side: int) -> int:
+        out = overlay(np.full((side, side), 0.5, dtype=np.float32), title="nodule 0.91 (gradcam)")
+        return int((out[: side // 4, : side // 2].min(axis=-1) > 200).any(axis=1).sum())
+
+    assert text_rows(128) >= 8  # Pillow's 12-pixel font at least
+    assert text_rows(1024) >= 1024 // 40 * 0.6  # about a fortieth of the short side
 
 
 def test_box_outline_has_the_box_colour_and_leaves_the_inside() -> None:
     image = gray_image()
-    out = overlay(image, image, boxes=torch.tensor([[10.0, 20.0, 40.0, 50.0]]), box_labels=["nodule"])
+    box = torch.tensor([[10.0, 20.0, 40.0, 50.0]])
+    out = overlay(image, image, boxes=box, box_labels=["nodule"], map_scale=None)  # no legend over it
     np.testing.assert_array_equal(out[35, 10], BOX_COLOR)  # left edge
     np.testing.assert_array_equal(out[50, 25], BOX_COLOR)  # bottom edge
-    np.testing.assert_array_equal(out[35, 25], overlay(image, image)[35, 25])  # inside untouched
+    inside = overlay(image, image, map_scale=None)[35, 25]
+    np.testing.assert_array_equal(out[35, 25], inside)  # inside untouched
     tag = out[5:20, 10:40]  # the label: dark text on a box-coloured tag just above the box
     assert (tag == BOX_COLOR).all(axis=-1).mean() > 0.3 and (tag[..., 1] < 64).any()
 
@@ -96,8 +131,9 @@ def test_legend_shows_the_colormap_and_names_the_map_scale() -> None:
     assert (overlay(image)[corner] == 128).all()  # no map: no legend
     peak, minmax = overlay(image, heat), overlay(image, heat, map_scale="minmax")
     colours = {tuple(pixel) for pixel in peak[corner].reshape(-1, 3)}
-    for end in (0.0, 1.0):  # the bar runs from the colormap's low end to its high end
-        assert tuple(round(c * 255) for c in colormaps["jet"](end)[:3]) in colours
+    # the bar is gray where the map is not drawn, then runs to the colormap's high end
+    assert NO_MAP_GRAY in colours
+    assert tuple(round(c * 255) for c in colormaps["inferno"](1.0)[:3]) in colours
     label_0, label_min = peak[110:128, :8], minmax[110:128, :8]
     assert (label_0 > 200).all(axis=-1).any() and not np.array_equal(label_0, label_min)
     np.testing.assert_array_equal(peak[:100], bare[:100])  # the legend stays in its corner

@@ -1,12 +1,15 @@
 """Pictures a radiologist can check: saliency over the gray image with boxes, mask contours and gaze.
 
 Drawing is done in numpy and PIL (no figure machinery), so thousands of overlays stay cheap.
-Colours: the saliency map through a matplotlib colormap blended with ``alpha``; boxes in ``box_color``
-with their label on a filled tag; each named mask as a contour in its own colour (``MASK_COLORS`` in
-name order); the gaze map as contours at 25/50/75 % of its peak in ``GAZE_COLOR``; fixations as
-``FIXATION_COLOR`` dots growing with duration. A colour bar in the bottom-left corner says what the
-map's colours mean: "0 ... max" for maps divided by their maximum (what explanations return by default),
-"min ... max" for min-max rescaled ones.
+Colours: the saliency map through a perceptually uniform colormap (``inferno`` by default: brightness
+grows with the value, so the picture reads the same in gray), its opacity growing from nothing at
+:data:`LOW_ATTENTION` of the map's scale to ``alpha`` at its peak, so the film shows through wherever
+the model pays little attention; boxes in ``box_color`` with their label on a filled tag; each named mask
+as a contour in its own colour (``MASK_COLORS`` in name order); the gaze map as contours at 25/50/75 % of
+its peak in ``GAZE_COLOR``; fixations as ``FIXATION_COLOR`` dots growing with duration. A colour bar in
+the bottom-left corner says what the map's colours mean: "0 ... max" for maps divided by their maximum
+(what explanations return by default), "min ... max" for min-max rescaled ones; its first part is gray,
+as the film shows where the map is transparent. Text is sized to the picture (:func:`label_font`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ FIXATION_COLOR: Color = (255, 255, 0)
 MASK_COLORS: tuple[Color, ...] = ((255, 0, 255), (255, 128, 0), (0, 128, 255), (255, 255, 255))
 GAZE_LEVELS = (0.25, 0.5, 0.75)
 LEGEND_ENDS: dict[str, tuple[str, str]] = {"max": ("0", "max"), "minmax": ("min", "max")}
+COLORMAP = "inferno"
+LOW_ATTENTION = 0.2
+"""Map values up to this share of the scale are not drawn; above it the opacity rises linearly."""
+NO_MAP_GRAY: Color = (128, 128, 128)
+"""The colour bar's colour for the transparent part of the scale."""
 
 
 def overlay(
@@ -44,15 +52,16 @@ def overlay(
     fixations: ArrayLike | None = None,
     gaze_map: ArrayLike | None = None,
     title: str | None = None,
-    cmap: str = "jet",
-    alpha: float = 0.4,
+    cmap: str = COLORMAP,
+    alpha: float = 0.6,
     box_color: Color = BOX_COLOR,
     map_scale: Normalisation | None = "max",
 ) -> np.ndarray:
     """Render ``H x W x 3`` uint8: the gray ``image`` (H x W or 1 x H x W, in [0, 1]) and its annotations.
 
     ``map`` is a saliency map in [0, 1] (as :func:`radsight.explain.cam.explain` returns), resized to
-    the image if needed; ``boxes`` are N x 4 xyxy pixels; ``masks`` H x W bool; ``fixations`` N x 3
+    the image if needed (bicubically); ``alpha`` is its opacity at its peak (see :func:`heat_rgba`);
+    ``boxes`` are N x 4 xyxy pixels; ``masks`` H x W bool; ``fixations`` N x 3
     (x, y, duration in seconds); ``gaze_map`` any non-negative density. ``map_scale`` names how ``map``
     was normalised (see :data:`radsight.explain.names.NORMALISATIONS`) for the colour-bar legend drawn
     with it; None draws no legend.
@@ -63,8 +72,9 @@ def overlay(
     size = gray.shape
     rgb = np.repeat(gray[..., None], 3, axis=2)
     if map is not None:
-        heat = colormaps[cmap](np.clip(_plane(map, size), 0.0, 1.0))[..., :3]
-        rgb = (1 - alpha) * rgb + alpha * heat
+        heat = heat_rgba(_plane(map, size), cmap)
+        opacity = alpha * heat[..., 3:]
+        rgb = (1 - opacity) * rgb + opacity * heat[..., :3]
     canvas = np.round(rgb * 255).astype(np.uint8)
     width = max(1, round(min(size) / 256))
     for (_, mask), color in zip(sorted((masks or {}).items()), cycle(MASK_COLORS), strict=False):
@@ -76,7 +86,7 @@ def overlay(
             canvas[_contour(density >= level * peak, width)] = GAZE_COLOR
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default()
+    font = label_font(size)
     for i, box in enumerate(_rows(boxes, 4)):
         x0, y0, x1, y1 = (round(float(v)) for v in box)
         draw.rectangle((x0, y0, x1, y1), outline=box_color, width=width)
@@ -91,6 +101,21 @@ def overlay(
     if map is not None and map_scale is not None:
         _legend(draw, size, LEGEND_ENDS[map_scale], font, cmap)
     return np.asarray(picture)
+
+
+def heat_rgba(heat: np.ndarray, cmap: str = COLORMAP) -> np.ndarray:
+    """``H x W x 4`` floats in [0, 1]: the map's colours and its opacity (0 up to :data:`LOW_ATTENTION`,
+    rising linearly to 1 at the map's top), the one colouring of overlays and of the web viewer."""
+    values = np.clip(heat, 0.0, 1.0)
+    rgba = colormaps[cmap](values)
+    rgba[..., 3] = np.clip((values - LOW_ATTENTION) / (1 - LOW_ATTENTION), 0.0, 1.0)
+    return rgba
+
+
+def label_font(size: tuple[int, int]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own scalable font at about a fortieth of the picture's short side (at least 12 px), so
+    labels stay legible on a 128-pixel phantom and on a 3000-pixel film alike."""
+    return ImageFont.load_default(size=max(12, round(min(size) / 40)))
 
 
 def save_grid(
@@ -113,7 +138,7 @@ def save_grid(
     cell_h = max(t.shape[0] for row in tiles for t in row)
     cell_w = max(t.shape[1] for row in tiles for t in row)
     columns = max(max(len(row) for row in tiles), len(titles or ()))
-    font = ImageFont.load_default()
+    font = label_font((cell_h, cell_w))
     band = font.getbbox("Ag")[3] + 2 * gap if titles else 0
     grid = Image.new(
         "RGB", (columns * (cell_w + gap) + gap, band + len(tiles) * (cell_h + gap) + gap), (0, 0, 0)
@@ -148,8 +173,11 @@ def _plane(values: ArrayLike, size: tuple[int, int] | None = None, *, nearest: b
     if tensor.ndim != 2:
         raise ValueError(f"expected an H x W plane, got shape {tuple(tensor.shape)}")
     if size is not None and tuple(tensor.shape) != tuple(size):
-        mode = "nearest" if nearest else "bilinear"
-        tensor = F.interpolate(tensor[None, None], size=size, mode=mode)[0, 0]
+        if nearest:
+            tensor = F.interpolate(tensor[None, None], size=size, mode="nearest")[0, 0]
+        else:  # bicubic overshoots a little: kept within the plane's own range
+            smooth = F.interpolate(tensor[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+            tensor = smooth.clamp(float(tensor.min()), float(tensor.max()))
     return tensor.numpy()
 
 
@@ -197,19 +225,22 @@ def _legend(
     font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
     cmap: str,
 ) -> None:
-    """``low [colour bar] high`` on a black tag in the bottom-left corner."""
+    """``low [colour bar] high`` on a black tag in the bottom-left corner; the bar is gray over the
+    transparent part of the scale (up to :data:`LOW_ATTENTION`)."""
     boxes = [draw.textbbox((0, 0), label, font=font) for label in ends]
-    height = max(bottom for _, _, _, bottom in boxes) + 2
-    bar = max(16, size[1] // 8)
+    height = max(bottom for _, _, _, bottom in boxes) + 4
+    bar = max(32, size[1] // 5)
     widths = [right - left for left, _, right, _ in boxes]
+    pad = max(2, height // 6)
     top = size[0] - height
-    draw.rectangle((0, top, widths[0] + bar + widths[1] + 8, size[0] - 1), fill=(0, 0, 0))
-    draw.text((2 - boxes[0][0], top + 1), ends[0], fill=(255, 255, 255), font=font)
-    start = widths[0] + 4
-    for i, rgba in enumerate(colormaps[cmap](np.linspace(0.0, 1.0, bar))):
-        color = tuple(round(c * 255) for c in rgba[:3])
-        draw.line((start + i, top + 2, start + i, size[0] - 3), fill=color)
-    draw.text((start + bar + 2 - boxes[1][0], top + 1), ends[1], fill=(255, 255, 255), font=font)
+    draw.rectangle((0, top, widths[0] + bar + widths[1] + 4 * pad, size[0] - 1), fill=(0, 0, 0))
+    draw.text((pad - boxes[0][0], top + 2), ends[0], fill=(255, 255, 255), font=font)
+    start = widths[0] + 2 * pad
+    values = np.linspace(0.0, 1.0, bar)
+    for i, (value, rgba) in enumerate(zip(values, colormaps[cmap](values), strict=True)):
+        color = NO_MAP_GRAY if value <= LOW_ATTENTION else tuple(round(c * 255) for c in rgba[:3])
+        draw.line((start + i, top + pad, start + i, size[0] - 1 - pad), fill=color)
+    draw.text((start + bar + pad - boxes[1][0], top + 2), ends[1], fill=(255, 255, 255), font=font)
 
 
 def _rgb(cell: np.ndarray) -> np.ndarray:
