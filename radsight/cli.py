@@ -1,4 +1,4 @@
-"""The radsight command: demo, train, evaluate, predict, explain, compare, studies and data inspection.
+"""The radsight command: demo, train, evaluate, predict, explain, serve, compare, studies and data inspection.
 
 Every user-facing failure is a RadsightError, printed as one line (file and problem) with exit code 2.
 Commands check their arguments and files before importing torch, and import Lightning's training
@@ -35,6 +35,7 @@ from radsight.run_folder import (
     is_launching_process,
     read_export_config,
 )
+from radsight.serve import DEFAULT_MAX_UPLOAD_MB
 
 if TYPE_CHECKING:
     from radsight.config import Recipe
@@ -425,6 +426,33 @@ def explain_command(
         table.add_row(how, f"{score['deletion_auc']:.3f}", f"{score['insertion_auc']:.3f}")
     console.print(table)
     console.print(f"wrote {out / 'explain.json'}")
+
+
+@subcommand()
+@reports_errors
+def serve(
+    model: ModelDir,
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="address to listen on (the default, loopback, serves this machine only)")
+    ] = "127.0.0.1",
+    max_upload_mb: Annotated[
+        float, typer.Option(help="largest upload accepted, in megabytes")
+    ] = DEFAULT_MAX_UPLOAD_MB,
+) -> None:
+    """Serve a web viewer (upload a file, see its probabilities and maps) and a JSON API (/docs)."""
+    read_export_config(model)
+    import uvicorn
+
+    from radsight.infer import LoadedModel
+    from radsight.serve.app import create_app
+    from radsight.threads import set_torch_threads
+
+    loaded = LoadedModel.load(model)
+    set_torch_threads(loaded.recipe.trainer.threads, workers=0)
+    app = create_app(loaded, max_upload_bytes=round(max_upload_mb * 2**20))
+    console.print(f"radsight serve: http://{host}:{port}/ (API: http://{host}:{port}/docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @subcommand()

@@ -17,9 +17,29 @@ from rich.progress import track
 
 from radsight.checkpoints import write_json
 from radsight.explain.cam import explain
-from radsight.explain.faithfulness import deletion_curve, insertion_curve
+from radsight.explain.faithfulness import Activation, deletion_curve, insertion_curve
 from radsight.explain.overlay import save_grid
-from radsight.infer import LoadedModel, infer
+from radsight.infer import LoadedModel, PreparedFile, infer
+
+
+def score_activation(model: LoadedModel) -> Activation:
+    """The score the curves record: each label's sigmoid for multi-label models, else the softmax."""
+    return "sigmoid" if model.recipe.task == "multilabel" else "softmax"
+
+
+def faithfulness(
+    model: LoadedModel, item: PreparedFile, how: str, target: int, steps: int = 20
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The ``how`` map of class ``target`` in the file's pixels, and its deletion and insertion AUC."""
+    classifier = model.method.classifier()
+    images = item.batch.images.to(model.method.device)
+    heat = explain(classifier, images, method=how, targets=[target])
+    activation = score_activation(model)
+    with torch.no_grad():
+        deletion = deletion_curve(classifier, images, heat, [target], steps=steps, activation=activation)
+        insertion = insertion_curve(classifier, images, heat, [target], steps=steps, activation=activation)
+    scores = {"deletion_auc": float(deletion.auc[0]), "insertion_auc": float(insertion.auc[0])}
+    return item.geometry.map_to_original(heat[0]), scores
 
 
 def explain_files(
@@ -28,31 +48,20 @@ def explain_files(
     """Write ``<stem>.explain.png`` (one column per method) per file and ``explain.json`` (the top class,
     its probability, and per method the deletion and insertion AUC, per file and averaged)."""
     model = LoadedModel.load(model_dir)
-    classifier = model.method.classifier()
-    activation = "sigmoid" if model.recipe.task == "multilabel" else "softmax"
     inputs = [model.prepare(path) for path in files]  # a bad file stops the run before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for item in track(inputs, description="explaining"):
         prediction = infer(model, item, with_map=False)
-        images = item.batch.images.to(model.method.device)
         probs, target = prediction.probs, prediction.top
         scores, pictures = {}, []
         for how in methods:
-            heat = explain(classifier, images, method=how, targets=[target])
-            with torch.no_grad():
-                deletion = deletion_curve(
-                    classifier, images, heat, [target], steps=steps, activation=activation
-                )
-                insertion = insertion_curve(
-                    classifier, images, heat, [target], steps=steps, activation=activation
-                )
-            scores[how] = {"deletion_auc": float(deletion.auc[0]), "insertion_auc": float(insertion.auc[0])}
+            heat, scores[how] = faithfulness(model, item, how, target, steps)
             title = (
                 f"{how} ({prediction.top_label} {float(probs[target]):.2f}): "
                 f"del {scores[how]['deletion_auc']:.2f} ins {scores[how]['insertion_auc']:.2f}"
             )
-            pictures.append(item.draw(item.geometry.map_to_original(heat[0]), title))
+            pictures.append(item.draw(heat, title))
         picture = save_grid([pictures], out_dir / f"{Path(item.name).stem}.explain.png")
         rows.append(
             {
@@ -69,6 +78,7 @@ def explain_files(
         }
         for how in methods
     }
+    activation = score_activation(model)
     result = {"model": str(model_dir), "steps": steps, "activation": activation, "mean": mean, "files": rows}
     write_json(out_dir / "explain.json", result)
     return result

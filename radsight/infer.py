@@ -124,7 +124,8 @@ class FilePrediction:
     ``map`` explains the top label (``map_method``: "native" for the method's own map, else an
     explanation method); ``regions`` are the places the method chose to look at (e.g. GLAM's patches)
     as xyxy boxes; both are None when not asked for or not produced. ``thresholds`` are the model's
-    operating points per label (None: the label has none).
+    operating points per label (None: the label has none). ``text`` is what the method wrote about the
+    file (a draft report), None for methods that write none.
     """
 
     file: PreparedFile
@@ -134,6 +135,7 @@ class FilePrediction:
     map: Tensor | None  # H x W
     regions: Tensor | None  # N x 4
     thresholds: dict[str, float | None]
+    text: str | None = None
 
     @property
     def top(self) -> int:
@@ -203,7 +205,8 @@ def infer(
     if prediction.regions is not None and len(prediction.regions[0]):
         regions = item.geometry.boxes_to_original(prediction.regions[0])
     thresholds = dict(model.operating_points.thresholds)
-    return FilePrediction(item, list(method.label_names), probs, how, heat, regions, thresholds)
+    text = prediction.text[0] if prediction.text else None
+    return FilePrediction(item, list(method.label_names), probs, how, heat, regions, thresholds, text)
 
 
 def _fit(plane: torch.Tensor) -> torch.Tensor:
