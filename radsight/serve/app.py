@@ -33,10 +33,23 @@ from radsight.explain.names import METHODS
 from radsight.explain_files import faithfulness
 from radsight.infer import LoadedModel, infer
 from radsight.serve import DEFAULT_MAX_UPLOAD_MB
-from radsight.serve.payload import film_png, map_png, model_json, prediction_json
+from radsight.serve.payload import (
+    PredictionAnswer,
+    Problem,
+    ViewAnswer,
+    film_png,
+    map_png,
+    model_json,
+    prediction_json,
+)
 
 STATIC = Path(str(resources.files("radsight.serve") / "static"))
 FAITHFULNESS_STEPS = 20
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the file cannot be read (the detail names it and says why)"},
+    413: {"model": Problem, "description": "the upload is larger than the server's limit"},
+    422: {"model": Problem, "description": "the request has no multipart field 'file'"},
+}
 
 
 def create_app(
@@ -73,14 +86,24 @@ def create_app(
     def model_info() -> dict[str, Any]:
         return model_json(model, explanations)
 
-    @app.post("/predict", summary="Probabilities of one DICOM, PNG or JPEG file, as radsight predict gives")
+    @app.post(
+        "/predict",
+        summary="Probabilities of one DICOM, PNG or JPEG file, as radsight predict gives",
+        response_model=PredictionAnswer,
+        responses=PROBLEMS,
+    )
     def predict(file: Annotated[UploadFile, File(description="a DICOM, PNG or JPEG file")]) -> dict[str, Any]:
         data, name = read(file)
         with lock:
             prediction = infer(model, data, name=name, with_map=False)
         return prediction_json(prediction)
 
-    @app.post("/view", summary="The prediction, the film and one explanation's map with its faithfulness")
+    @app.post(
+        "/view",
+        summary="The prediction, the film and one explanation's map with its faithfulness",
+        response_model=ViewAnswer,
+        responses=PROBLEMS,
+    )
     def view(
         file: Annotated[UploadFile, File(description="a DICOM, PNG or JPEG file")],
         explanation: Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")] = None,

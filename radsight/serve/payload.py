@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from radsight.explain.names import NORMALISATIONS
 from radsight.explain.overlay import COLORMAP, LEGEND_ENDS, LOW_ATTENTION, heat_rgba
@@ -24,6 +25,41 @@ from radsight.infer import FilePrediction, LoadedModel
 DISPLAY_SIDE = 1024
 """The viewer's pictures are at most this many pixels on the long side (regions stay in file pixels)."""
 SCALE_STOPS = 11
+
+
+class PredictionAnswer(BaseModel):
+    """``POST /predict``: one file's prediction, as a row of radsight predict's predictions.json."""
+
+    file: str = Field(description="the uploaded file's name")
+    probabilities: dict[str, float] = Field(description="per label, the model's probability")
+    positive: dict[str, bool | None] = Field(description="per label, whether it reaches its threshold")
+    thresholds: dict[str, float | None] = Field(description="per label, the model's operating point")
+    top_label: str = Field(description="the most probable label")
+    original_size: list[int] = Field(description="the file's height and width in pixels")
+    regions: list[list[int]] | None = Field(description="xyxy boxes the method looked at, in file pixels")
+    mirrored_for_the_model: bool = Field(description="whether the breast was mirrored for the model")
+    text: str | None = Field(description="the method's draft report: machine-generated, not for diagnosis")
+    warnings: list[str] = Field(description="how the file is unlike the model's training images")
+    dicom: dict[str, str | None] | None = Field(description="a DICOM file's study, series and instance")
+
+
+class Faithfulness(BaseModel):
+    deletion_auc: float = Field(description="lower is better: the score falls fast as salient pixels go")
+    insertion_auc: float = Field(description="higher is better: it rises fast as they are restored")
+    steps: int = Field(description="points of each curve")
+
+
+class ViewAnswer(PredictionAnswer):
+    """``POST /view``: the prediction, and what the viewer draws."""
+
+    explanation: str = Field(description="the explanation method of the map")
+    faithfulness: Faithfulness
+    film: str = Field(description="the file as read, a gray PNG data URL")
+    map: str = Field(description="the top label's map, an RGBA PNG data URL (transparent where low)")
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what is wrong with the request, in one line")
 
 
 def prediction_json(prediction: FilePrediction) -> dict[str, Any]:
