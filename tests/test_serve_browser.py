@@ -146,7 +146,7 @@ def test_the_page_shows_the_apis_answer_and_its_overlay(server: str, browser: we
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(screenshot))
     pixels = np.asarray(Image.open(screenshot).convert("RGB"))
-    assert pixels.shape[:2] == (1050, 1400) or pixels.shape[0] > 600
+    assert pixels.shape[1] == 1400
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # the film and its map, not a blank page
 
     bad = tmp_path / "notes.png"

@@ -14,6 +14,9 @@ from typing import Any
 UNDEFINED = "undefined"
 """How a table shows a value that metrics.json holds as None."""
 
+NONE = "none"
+"""How a table shows an empty list (no undefined label)."""
+
 NOT_TESTED = "—"
 """How a table shows a test that was not run (a reference row is not tested against itself)."""
 
@@ -22,11 +25,16 @@ EXCLUDES_ESTIMATE = "†"
 
 
 def number(value: Any, digits: int = 3) -> str:
-    """A float with ``digits`` decimals, None as :data:`UNDEFINED`, anything else (counts, names) as is."""
+    """A float with ``digits`` decimals, None as :data:`UNDEFINED`, a flag as yes / no, a list of names
+    comma-separated (:data:`NONE` when empty), anything else (counts, names) as is."""
     if value is None:
         return UNDEFINED
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or NONE
     return str(value)
 
 

@@ -1,6 +1,9 @@
 """Write an evaluation as report.md (figures beside it) and a self-contained report.html (figures embedded).
 
-Both are rendered from the same rows, so they always say the same thing.
+Both are rendered from the same rows, so they always say the same thing: a headline sentence first, then
+per section a table of metrics by their reader's names (:mod:`radsight.report.glossary`) with a one-line
+meaning each, and the per-label tables cut into groups of at most :data:`MAX_LABEL_COLUMNS` metrics so that
+every table fits the page.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from radsight.explain.names import NORMALISATIONS, Normalisation
 from radsight.metrics.bootstrap import EXCLUDES_ESTIMATE as EXCLUDES_KEY
 from radsight.metrics.saliency import MIT_JITTER
 from radsight.report.cells import EXCLUDES_ESTIMATE, section_cell
+from radsight.report.glossary import describe, headline
 
 CI_SUFFIXES = ("_ci_low", "_ci_high", EXCLUDES_KEY)
 THIN = " (thin)"
+MAX_LABEL_COLUMNS = 5
+"""Metric columns per per-label table (beside the label column); more are split into further tables."""
+SUMMARY_HEADER = ["metric", "value [95% CI]", "meaning"]
 
 
 def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -58,6 +65,33 @@ def conventions(metrics: Mapping[str, Mapping[str, Any]], map_scale: Normalisati
     return f"Conventions: {'; '.join(parts)}." if parts else None
 
 
+def named_rows(section: Mapping[str, Any]) -> list[list[str]]:
+    """(name, value [95% CI], meaning) for every flat number of a section, named for a reader."""
+    regions = _regions(section)
+    rows = []
+    for key, cell in summary_rows(section):
+        name, meaning = describe(key, regions)
+        rows.append([name, cell, meaning])
+    return rows
+
+
+def label_tables(section: Mapping[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    """The per-label table, its metrics named for a reader, in groups of MAX_LABEL_COLUMNS columns."""
+    header, rows = per_label_rows(section)
+    names = [describe(key)[0] for key in header[1:]]
+    tables = []
+    for start in range(0, len(names), MAX_LABEL_COLUMNS):
+        end = start + MAX_LABEL_COLUMNS
+        tables.append((["label", *names[start:end]], [[row[0], *row[1 + start : 1 + end]] for row in rows]))
+    return tables
+
+
+def _regions(section: Mapping[str, Any]) -> tuple[str, ...]:
+    """The anatomical regions a localization section scores (its ``<region>_attribution_share`` keys)."""
+    suffix = "_attribution_share"
+    return tuple(key.removesuffix(suffix) for key in section if key.endswith(suffix))
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -65,8 +99,16 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_cell(cell: str) -> str:
+    """A cell, its interval (``value [low, high]``) on a second, smaller line so narrow columns fit."""
+    value, bracket, interval = cell.partition(" [")
+    if not bracket:
+        return f"<td>{html.escape(cell)}</td>"
+    return f"<td>{html.escape(value)}<br><small>[{html.escape(interval)}</small></td>"
 
 
 def write_report(
@@ -81,12 +123,17 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Render ``metrics`` (metrics.json sections) and ``figures`` (caption -> PNG in out_dir);
     ``map_scale`` is the normalisation of the explanation maps, named in the conventions line."""
+    summary = headline(metrics, n_images)
     intro = (
-        f"{n_images} images evaluated. Intervals are 95% bias-corrected and accelerated (BCa) bootstrap "
-        f"intervals over patients; {EXCLUDES_ESTIMATE} marks an interval that does not contain its estimate."
+        "Intervals are 95% bias-corrected and accelerated (BCa) bootstrap intervals over patients; "
+        f"{EXCLUDES_ESTIMATE} marks an interval that does not contain its estimate."
     )
-    md = [f"# {title}", "", intro, ""]
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    md = [f"# {title}", "", f"**{summary}**", "", intro, ""]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='headline'>{html.escape(summary)}</p>",
+        f"<p>{html.escape(intro)}</p>",
+    ]
     line = conventions(metrics, map_scale)
     for note in [*([line] if line else []), *(notes or [])]:
         md += [note, ""]
@@ -94,11 +141,10 @@ def write_report(
     for name, section in metrics.items():
         md += [f"## {name.capitalize()}", ""]
         body.append(f"<h2>{html.escape(name.capitalize())}</h2>")
-        rows = [list(r) for r in summary_rows(section)]
-        md += [*_markdown_table(["metric", "value [95% CI]"], rows), ""]
-        body.append(_html_table(["metric", "value [95% CI]"], rows))
-        header, label_rows = per_label_rows(section)
-        if label_rows:
+        rows = named_rows(section)
+        md += [*_markdown_table(SUMMARY_HEADER, rows), ""]
+        body.append(_html_table(SUMMARY_HEADER, rows))
+        for header, label_rows in label_tables(section):
             md += [*_markdown_table(header, label_rows), ""]
             body.append(_html_table(header, label_rows))
     for caption, path in figures.items():
@@ -107,9 +153,12 @@ def write_report(
         alt = html.escape(caption)
         body.append(f"<h2>{alt}</h2><img alt='{alt}' src='data:image/png;base64,{encoded}'>")
     style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        ".headline{font-size:1.15em;font-weight:bold}"
+        "table{border-collapse:collapse;margin:1em 0;width:100%}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;"
+        "overflow-wrap:anywhere}"
+        "td small{color:#555}"
         "img{max-width:100%}"
     )
     page = (

@@ -85,7 +85,7 @@ function show(result) {
   $("insertion").textContent = result.faithfulness.insertion_auc.toFixed(3);
   $("report").hidden = !result.text;
   $("report-text").textContent = result.text || "";
-  $("warnings").replaceChildren(...result.warnings.map((w) => element("li", {}, `Unlike the training images: ${w}`)));
+  $("warnings").replaceChildren(...result.warnings.map((warning) => element("li", {}, warning)));
   $("result").hidden = false;
 }
 
