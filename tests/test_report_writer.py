@@ -75,7 +75,12 @@ def test_metrics_have_human_names_and_a_meaning(tmp_path: Path) -> None:
         "attention ratio, lungs",
         "evidence share over area share (1 = no preference)",
     )
-    assert describe("dice_at_threshold")[0] == "Dice at the map threshold"
+    assert describe("dice_at_threshold", section="localization")[0] == "Dice at the map threshold"
+    assert describe("f1_at_threshold_macro", section="classification")[0] == (
+        "F1 at the operating point (mean over labels)"
+    )
+    assert describe("threshold", section="classification")[0] == "threshold"
+    assert describe("threshold", section="localization")[0] == "map threshold"
     assert describe("pointing_game_chance")[0] == "pointing game, chance level"
     assert describe("some_new_score") == ("some new score", "")
 

@@ -2,9 +2,9 @@
 
 The browser uploads a real DICOM radiograph, waits for the result, and the probabilities it shows must be
 the API's; the overlay toggles and fades, the explanation switches with its scores, a bad file is told
-in one line and the page goes on working. The load test runs bench/serve.py against ``radsight serve``:
-200 sequential and 20 concurrent requests, none failed. Set RADSIGHT_SCREENSHOT=PATH to keep the page's
-screenshot (docs/serve.png is made so).
+in one line and the page goes on working. The report written by training fits a narrow window. The load
+test runs bench/serve.py against ``radsight serve``: 200 sequential and 20 concurrent requests, none
+failed. Set RADSIGHT_SCREENSHOTS=DIR to keep the screenshots (serve.png, report.png; docs/ holds them).
 """
 
 from __future__ import annotations
@@ -71,6 +71,13 @@ def browser() -> Iterator[webdriver.Chrome]:
     chrome = webdriver.Chrome(options=options, service=Service(driver))
     yield chrome
     chrome.quit()
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: RADSIGHT_SCREENSHOTS, else the test's temporary folder."""
+    folder = Path(os.environ.get("RADSIGHT_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def analysed(browser: webdriver.Chrome, file: Path) -> str:
@@ -142,8 +149,7 @@ def test_the_page_shows_the_apis_answer_and_its_overlay(server: str, browser: we
     browser.execute_script(
         "const s = document.getElementById('opacity'); s.value = 60; s.dispatchEvent(new Event('input'))"
     )
-    screenshot = Path(os.environ.get("RADSIGHT_SCREENSHOT") or tmp_path / "serve.png")
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    screenshot = screenshots(tmp_path) / "serve.png"
     assert browser.save_screenshot(str(screenshot))
     pixels = np.asarray(Image.open(screenshot).convert("RGB"))
     assert pixels.shape[1] == 1400
@@ -157,6 +163,30 @@ def test_the_page_shows_the_apis_answer_and_its_overlay(server: str, browser: we
     problem = "notes.png: not a readable image (unknown or corrupt format)"
     assert error.text == f"notes.png was not analysed: {problem}"
     assert analysed(browser, DICOM) == "done" and not error.is_displayed()  # and the page goes on
+
+
+def test_the_report_fits_a_narrow_window(trained_model: Path, browser: webdriver.Chrome, tmp_path) -> None:
+    browser.set_window_size(1000, 1400)
+    try:
+        browser.get((trained_model / "report.html").as_uri())
+        page = browser.execute_script(
+            "const d = document.documentElement; return [d.scrollWidth, d.clientWidth]"
+        )
+        assert page[0] <= page[1], page  # nothing wider than the window
+        tables = browser.find_elements(By.TAG_NAME, "table")
+        assert len(tables) >= 4
+        for table in tables:
+            width, room = browser.execute_script(
+                "return [arguments[0].scrollWidth, arguments[0].parentElement.clientWidth]", table
+            )
+            assert width <= room, (width, room, table.text[:80])
+        metrics = json.loads((trained_model / "metrics.json").read_text())["classification"]
+        sentence = browser.find_element(By.CLASS_NAME, "headline").text
+        assert sentence.startswith(f"{metrics['n_images']} images of {metrics['n_patients']} patients")
+        assert f"AUROC (mean over labels) {metrics['auroc_macro']:.3f} (95% CI" in sentence
+        assert browser.save_screenshot(str(screenshots(tmp_path) / "report.png"))
+    finally:
+        browser.set_window_size(1400, 1050)
 
 
 def test_200_sequential_and_20_concurrent_requests_all_answered(trained_model: Path, tmp_path: Path) -> None:

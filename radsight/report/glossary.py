@@ -29,6 +29,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "ece_bins": ("calibration bins", "probability bins of the calibration error"),
     "n_boot": ("bootstrap resamples", "patient resamples behind each interval"),
     "ci_level": ("interval level", "coverage of each interval"),
+    "ci_method": ("interval method", "bca: bias-corrected and accelerated bootstrap; percentile: plain"),
     "seed": ("bootstrap seed", "seed of the resampling, so the intervals can be reproduced"),
     "auroc": ("AUROC", "chance a positive image scores above a negative one (0.5 = guessing)"),
     "auprc": ("AUPRC", "average precision over all sensitivities (guessing scores the prevalence)"),
@@ -85,16 +86,19 @@ OPERATING_POINTS = {
 REGION_KEYS = ("attribution_share", "attention_ratio", "mask_area_share", "n_without_attribution", "n_images")
 
 
-def describe(key: str, regions: tuple[str, ...] = ()) -> tuple[str, str]:
-    """(name, meaning) of a metrics.json key; ``regions`` are the anatomical regions whose keys it may
-    carry as a prefix (``lungs_attention_ratio``)."""
+def describe(key: str, regions: tuple[str, ...] = (), section: str = "") -> tuple[str, str]:
+    """(name, meaning) of a metrics.json key of ``section``; ``regions`` are the anatomical regions whose
+    keys it may carry as a prefix (``lungs_attention_ratio``). A threshold is a label's operating point in
+    the classification section and a map threshold elsewhere."""
+    if section == "classification" and key == "threshold":
+        return "threshold", "the label's operating point, chosen on the validation split"
     for region in regions:
         for suffix in REGION_KEYS:
             if key == f"{region}_{suffix}":
                 name, meaning = METRICS[suffix]
                 return f"{name}, {region}", meaning.replace("the region", f"the {region}")
     if key.endswith("_chance"):
-        name = describe(key.removesuffix("_chance"), regions)[0]
+        name = describe(key.removesuffix("_chance"), regions, section)[0]
         return f"{name}, chance level", "the same score of the same maps with their pixels shuffled"
     base, average = key, None
     if match := re.fullmatch(r"(.+)_(macro|micro)", key):
@@ -115,7 +119,8 @@ def describe(key: str, regions: tuple[str, ...] = ()) -> tuple[str, str]:
         return key.replace("_", " "), ""
     name, meaning = METRICS[base]
     if point:
-        name = f"{name} {OPERATING_POINTS[point]}"
+        at = "at the operating point" if point == "threshold" and section == "classification" else None
+        name = f"{name} {at or OPERATING_POINTS[point]}"
     if average:
         name = f"{name} ({AVERAGES[average]})"
     return name, meaning
@@ -144,7 +149,7 @@ def headline(metrics: Mapping[str, Mapping[str, Any]], n_images: int) -> str:
 
 def _stated(section: Mapping[str, Any], key: str) -> str:
     """``name value (95% CI low to high)`` as a sentence states it."""
-    name = describe(key)[0]
+    name = describe(key, section="classification")[0]
     value, low, high = section.get(key), section.get(f"{key}_ci_low"), section.get(f"{key}_ci_high")
     if value is None:
         return f"{name} {UNDEFINED}"

@@ -65,20 +65,22 @@ def conventions(metrics: Mapping[str, Mapping[str, Any]], map_scale: Normalisati
     return f"Conventions: {'; '.join(parts)}." if parts else None
 
 
-def named_rows(section: Mapping[str, Any]) -> list[list[str]]:
+def named_rows(section: Mapping[str, Any], section_name: str = "") -> list[list[str]]:
     """(name, value [95% CI], meaning) for every flat number of a section, named for a reader."""
     regions = _regions(section)
     rows = []
     for key, cell in summary_rows(section):
-        name, meaning = describe(key, regions)
+        name, meaning = describe(key, regions, section_name)
         rows.append([name, cell, meaning])
     return rows
 
 
-def label_tables(section: Mapping[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
-    """The per-label table, its metrics named for a reader, in groups of MAX_LABEL_COLUMNS columns."""
+def label_tables(
+    section: Mapping[str, Any], section_name: str = ""
+) -> list[tuple[list[str], list[list[str]]]]:
+    """A section's per-label table, its metrics named for a reader, in groups of MAX_LABEL_COLUMNS."""
     header, rows = per_label_rows(section)
-    names = [describe(key)[0] for key in header[1:]]
+    names = [describe(key, section=section_name)[0] for key in header[1:]]
     tables = []
     for start in range(0, len(names), MAX_LABEL_COLUMNS):
         end = start + MAX_LABEL_COLUMNS
@@ -141,10 +143,10 @@ def write_report(
     for name, section in metrics.items():
         md += [f"## {name.capitalize()}", ""]
         body.append(f"<h2>{html.escape(name.capitalize())}</h2>")
-        rows = named_rows(section)
+        rows = named_rows(section, name)
         md += [*_markdown_table(SUMMARY_HEADER, rows), ""]
         body.append(_html_table(SUMMARY_HEADER, rows))
-        for header, label_rows in label_tables(section):
+        for header, label_rows in label_tables(section, name):
             md += [*_markdown_table(header, label_rows), ""]
             body.append(_html_table(header, label_rows))
     for caption, path in figures.items():
