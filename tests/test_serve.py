@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -172,3 +173,9 @@ def test_uploads_leave_no_file_behind(
     assert not list(spool.iterdir()) and not list(work.iterdir())
     assert sorted(p.name for p in trained_model.rglob("*")) == before
     assert json.loads((trained_model / "config.json").read_text())
+
+
+def test_the_command_refuses_a_folder_that_is_no_model_and_listens_on_loopback_by_default(tmp_path) -> None:
+    refused = run_cli("serve", "--model", tmp_path, expect=2)
+    assert "not a radsight model folder (needs model.safetensors and config.json)" in refused.output
+    assert "[default: 127.0.0.1]" in " ".join(run_cli("serve", "--help").output.split())

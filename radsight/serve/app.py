@@ -11,8 +11,8 @@
 Uploads are read into memory (the multipart parser spools large ones to the system's temporary folder)
 and nothing is written anywhere else. A body larger than ``max_upload_bytes`` is refused before it is
 read whole (413, :class:`UploadLimit`); a file that cannot be read is a 400 naming it, a request without
-the file a 422; the server keeps serving either way. One
-lock serialises the model: Grad-CAM hooks and torch's threads are not shared between requests.
+the file a 422; the server keeps serving either way. One lock serialises the model: Grad-CAM hooks and
+torch's threads are not shared between requests.
 """
 
 import threading
@@ -66,6 +66,7 @@ def create_app(
     )
     lock = threading.Lock()
     explanations = [m for m in METHODS if m != "native" or isinstance(model.method.classifier(), NativeMaps)]
+    described = model_json(model, explanations)
 
     def read(file: UploadFile) -> tuple[bytes, str]:
         name = Path(file.filename or "upload").name
@@ -84,7 +85,7 @@ def create_app(
 
     @app.get("/model", summary="The model's labels, thresholds, explanation methods and colour scale")
     def model_info() -> dict[str, Any]:
-        return model_json(model, explanations)
+        return described
 
     @app.post(
         "/predict",
@@ -108,7 +109,7 @@ def create_app(
         file: Annotated[UploadFile, File(description="a DICOM, PNG or JPEG file")],
         explanation: Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")] = None,
     ) -> dict[str, Any]:
-        how = explanation or model_json(model, explanations)["default_explanation"]
+        how = explanation or described["default_explanation"]
         if how not in explanations:
             raise HTTPException(400, f"unknown explanation {how!r}; choose one of {', '.join(explanations)}")
         data, name = read(file)
