@@ -86,6 +86,7 @@ class LoadedModel:
             original_size=info.original_size,
             pixel_spacing=info.pixel_spacing,
             extra={"bits_stored": info.bits_stored},
+            dicom=info.dicom,
         )
         sample = self.pipeline.model_input(Sample(image=image, meta=meta), self.reading)
         warnings = [] if self.profile is None else self.profile.check(image, info.dicom)
