@@ -5,7 +5,8 @@ licensed, decode JPEG Lossless and JPEG-LS) and is rendered as the standard disp
 (DICOM PS3.3 C.11.2, as dcmtk's ``dcm2pnm`` does): modality rescale, then the VOI LUT or the first window
 mapped to [0, 1] and clipped outside it, then MONOCHROME1 inversion, so that air is always dark. A file
 without a VOI is stretched to its own range; ``rendering="stretch"`` stretches a windowed file too.
-PNG and JPEG go through Pillow: 8-bit, 16-bit (including 12-bit values stored in 16 bits) and RGB, which is reduced to gray.
+PNG and JPEG go through Pillow: 8-bit, 16-bit (including 12-bit values stored in 16 bits) and RGB, which
+is reduced to gray.
 A file is read from its path, or from its bytes (an upload, a PACS transfer) with a name for errors.
 """
 
