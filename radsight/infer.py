@@ -145,6 +145,11 @@ class FilePrediction:
         return self.label_names[self.top]
 
     @property
+    def headline(self) -> str:
+        """The top label, its probability and the map's method: an overlay's title."""
+        return f"{self.top_label} {float(self.probs[self.top]):.2f} ({self.map_method})"
+
+    @property
     def probabilities(self) -> dict[str, float]:
         return {name: float(p) for name, p in zip(self.label_names, self.probs, strict=True)}
 

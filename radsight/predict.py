@@ -59,9 +59,8 @@ def predict_files(
     for item in track(inputs, description="predicting"):
         prediction = infer(model, item, how=how)
         assert prediction.map is not None
-        title = f"{prediction.top_label} {float(prediction.probs[prediction.top]):.2f} ({how})"
         overlay_path = out_dir / f"{Path(item.name).stem}.overlay.png"
-        Image.fromarray(item.draw(prediction.map, title, prediction.regions)).save(overlay_path)
+        Image.fromarray(item.draw(prediction.map, prediction.headline, prediction.regions)).save(overlay_path)
         regions = prediction.regions
         written = []
         if identity is not None:

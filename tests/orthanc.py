@@ -53,7 +53,8 @@ def running_orthanc(folder: Path, modalities: dict[str, list] | None = None) -> 
     """Start Orthanc with its storage in ``folder`` and the DICOM peers ``modalities`` (name: [AE, host,
     port]); yield once it answers, stop it afterwards."""
     assert shutil.which(ORTHANC) and Path(DICOMWEB_PLUGIN).is_file(), (
-        "Orthanc or its DICOMweb plugin is missing: install Debian's orthanc and orthanc-dicomweb (.ci/run does)"
+        "Orthanc or its DICOMweb plugin is missing: install Debian's orthanc and orthanc-dicomweb "
+        "(.ci/run does)"
     )
     server = Orthanc(free_port(), free_port(), folder)
     storage = folder / "storage"

@@ -157,8 +157,8 @@ def overlay_capture(prediction: FilePrediction, source: Dataset, model: ModelIde
     """The overlay as a Secondary Capture image, "NOT FOR DIAGNOSIS" burned in."""
     if prediction.map is None:
         raise DataError(prediction.file.name, "no map to draw: predict with a map for an overlay")
-    title = f"{prediction.top_label} {prediction.probabilities[prediction.top_label]:.2f}"
-    drawn = Image.fromarray(prediction.file.draw(prediction.map, title, prediction.regions)).convert("RGB")
+    drawn = Image.fromarray(prediction.file.draw(prediction.map, prediction.headline, prediction.regions))
+    drawn = drawn.convert("RGB")
     _burn_in(drawn, NOT_FOR_DIAGNOSIS)
     orientation = source.get("PatientOrientation")
     capture = hd.sc.SCImage.from_ref_dataset(

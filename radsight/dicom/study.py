@@ -26,7 +26,7 @@ FRONTAL_VIEWS = ("PA", "AP")
 RESULT_MODALITIES = ("SR", "OT", "SEG")  # radsight's own results (and their kind) are never predicted
 
 
-class NotPredicted(DataError):  # noqa: N818 - a reason, not a failure of radsight
+class NotPredicted(DataError):
     """An image radsight does not predict (another modality, a lateral view): skipped, not failed."""
 
 
