@@ -417,7 +417,8 @@ def _predict_study(model: Path, url: str, study: str, how: str | None) -> None:
         console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     Console().print(
         f"study {study}: stored {len(outcome.stored)} result object(s), "
-        f"{len(outcome.already_held)} already in the PACS"
+        f"{len(outcome.already_held)} already in the PACS",
+        soft_wrap=True,
     )
     if outcome.failed:
         raise typer.Exit(2)

@@ -102,11 +102,9 @@ def predict_study(predictor: DicomPredictor, pacs: PacsClient, study_uid: str) -
             made = predictor.predict_dataset(dataset, name)
         except NotPredicted as reason:
             outcome.skipped.append(str(reason))
-            log.info("%s", reason)
             continue
         except DataError as error:
             outcome.failed.append(str(error))
-            log.error("%s", error)
             continue
         results_made = True
         stored = {str(d.SOPInstanceUID) for d in pacs.store(made)}
