@@ -1,0 +1,131 @@
+"""Round-trip time per image against a real Orthanc (DICOMweb, authentication on), and a screenshot of
+the results in Orthanc's own web explorer taken with headless Chromium.
+
+Each repeat uploads the real RG1 chest film as a new study, then times ``predict_study``: the QIDO
+search, the WADO-RS fetch, the prediction with its map, building the SR, overlay and map objects, and
+the STOW-RS store. The model is the given run folder (default: an untrained tiny one, since the time
+is dominated by I/O and DICOM encoding at the film's 1955 x 1841 pixels, not by the network).
+
+    python bench/pacs_round_trip.py --model runs/baseline --out bench/results --screenshot docs/orthanc.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+from outputs import write_results
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from orthanc import PASSWORD, USER, running_orthanc  # noqa: E402  (the tests' Orthanc launcher)
+
+from radsight.dicom.pacs import PacsClient  # noqa: E402
+from radsight.dicom.study import DicomPredictor, predict_study  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def untrained_model(folder: Path) -> Path:
+    """A tiny untrained baseline exported like a run folder."""
+    import torch
+
+    from radsight.checkpoints import export_model
+    from radsight.config import parse_recipe
+    from radsight.methods.registry import build_method, export_config
+
+    labels = ["nodule", "opacity"]
+    recipe = parse_recipe(
+        {
+            "name": "bench",
+            "data": {"sources": [{"name": "phantom"}], "labels": labels, "image_size": [128, 128]},
+            "model": {"backbone": "tiny_cnn"},
+        }
+    )
+    torch.manual_seed(0)
+    export_model(build_method(recipe, labels, pretrained=False), export_config(recipe, labels), folder)
+    return folder
+
+
+def screenshot(url: str, path: Path, size: str = "900,700") -> None:
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={size}",
+         "--virtual-time-budget=20000", f"--screenshot={path}", url],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="run folder (default: an untrained tiny model)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--screenshot", type=Path, help="PNG of the SR and overlay in Orthanc's explorer")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch, running_orthanc(Path(scratch) / "orthanc") as orthanc:
+        model = args.model or untrained_model(Path(scratch) / "model")
+        predictor = DicomPredictor.load(model)
+        pacs = PacsClient(orthanc.dicomweb, (USER, PASSWORD))
+        seconds, study = [], ""
+        for _ in range(args.repeats):
+            film = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"))
+            film.StudyInstanceUID, film.SeriesInstanceUID = generate_uid(), generate_uid()
+            film.SOPInstanceUID = film.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            pacs.store([film])
+            study = film.StudyInstanceUID
+            start = time.perf_counter()
+            predict_study(predictor, pacs, study)
+            seconds.append(time.perf_counter() - start)
+        result = {"image": "RG1_UNCR (1955 x 1841, 15 bit)", "seconds_per_image": seconds}
+        table = (
+            "| round trip per image (QIDO + WADO-RS + predict + SR/overlay/map + STOW-RS) | s |\n|---|---|\n"
+            f"| median of {len(seconds)} | {statistics.median(seconds):.2f} |\n"
+            f"| min / max | {min(seconds):.2f} / {max(seconds):.2f} |"
+        )
+        write_results(args.out, "pacs_round_trip", result, table)
+        if args.screenshot:
+            shoot(orthanc, study, args.screenshot, Path(scratch))
+
+
+def shoot(orthanc, study_uid: str, path: Path, scratch: Path) -> None:
+    """The study's series in Orthanc's explorer beside its SR and its overlay as Orthanc renders them."""
+    found = orthanc.rest("POST", "/tools/find", json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid},
+                                                      "Expand": True}).json()  # fmt: skip
+    by_modality = {}
+    for instance in found:
+        tags = orthanc.rest("GET", f"/instances/{instance['ID']}/simplified-tags").json()
+        by_modality[tags.get("Modality")] = instance
+    base = f"http://{USER}:{PASSWORD}@127.0.0.1:{orthanc.http_port}/app/explorer.html"
+    study_id = by_modality["SR"]["ParentStudy"] if "ParentStudy" in by_modality["SR"] else None
+    if study_id is None:
+        series = orthanc.rest("GET", f"/series/{by_modality['SR']['ParentSeries']}").json()
+        study_id = series["ParentStudy"]
+    shots = [scratch / "study.png", scratch / "sr.png"]
+    screenshot(f"{base}#study?uuid={study_id}", shots[0])
+    screenshot(f"{base}#instance?uuid={by_modality['SR']['ID']}", shots[1], "900,1400")
+    overlay = scratch / "overlay.png"
+    overlay.write_bytes(orthanc.rest("GET", f"/instances/{by_modality['OT']['ID']}/preview").content)
+    pictures = [Image.open(p).convert("RGB") for p in shots]
+    capture = Image.open(overlay).convert("RGB")
+    capture.thumbnail((700, pictures[0].height))
+    width = sum(p.width for p in pictures) + capture.width
+    sheet = Image.new("RGB", (width, max(p.height for p in [*pictures, capture])), "white")
+    x = 0
+    for picture in [*pictures, capture]:
+        sheet.paste(picture, (x, 0))
+        x += picture.width
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
