@@ -26,10 +26,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from orthanc import PASSWORD, USER, running_orthanc  # noqa: E402  (the tests' Orthanc launcher)
+from orthanc import PASSWORD, USER, running_orthanc  # the tests' Orthanc launcher
 
-from radsight.dicom.pacs import PacsClient  # noqa: E402
-from radsight.dicom.study import DicomPredictor, predict_study  # noqa: E402
+from radsight.dicom.pacs import PacsClient
+from radsight.dicom.study import DicomPredictor, predict_study
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -64,7 +64,9 @@ def screenshot(url: str, path: Path, size: str = "900,700") -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, help="run folder (default: an untrained tiny model)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -97,20 +99,17 @@ def main() -> None:
 
 def shoot(orthanc, study_uid: str, path: Path, scratch: Path) -> None:
     """The study's series in Orthanc's explorer beside its SR and its overlay as Orthanc renders them."""
-    found = orthanc.rest("POST", "/tools/find", json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid},
-                                                      "Expand": True}).json()  # fmt: skip
+    query = {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}, "Expand": True}
+    found = orthanc.rest("POST", "/tools/find", json=query).json()
     by_modality = {}
     for instance in found:
         tags = orthanc.rest("GET", f"/instances/{instance['ID']}/simplified-tags").json()
         by_modality[tags.get("Modality")] = instance
     base = f"http://{USER}:{PASSWORD}@127.0.0.1:{orthanc.http_port}/app/explorer.html"
-    study_id = by_modality["SR"]["ParentStudy"] if "ParentStudy" in by_modality["SR"] else None
-    if study_id is None:
-        series = orthanc.rest("GET", f"/series/{by_modality['SR']['ParentSeries']}").json()
-        study_id = series["ParentStudy"]
+    study_id = orthanc.rest("GET", f"/series/{by_modality['SR']['ParentSeries']}").json()["ParentStudy"]
     shots = [scratch / "study.png", scratch / "sr.png"]
     screenshot(f"{base}#study?uuid={study_id}", shots[0])
-    screenshot(f"{base}#instance?uuid={by_modality['SR']['ID']}", shots[1], "900,1400")
+    screenshot(f"{base}#instance?uuid={by_modality['SR']['ID']}", shots[1])
     overlay = scratch / "overlay.png"
     overlay.write_bytes(orthanc.rest("GET", f"/instances/{by_modality['OT']['ID']}/preview").content)
     pictures = [Image.open(p).convert("RGB") for p in shots]
