@@ -226,11 +226,15 @@ def map_segmentation(prediction: FilePrediction, source: Dataset, model: ModelId
 
 def results(prediction: FilePrediction, source: Dataset, model: ModelIdentity) -> list[Dataset]:
     """The SR, the overlay and the map of one prediction, in that order."""
-    return [
+    made = [
         structured_report(prediction, source, model),
         overlay_capture(prediction, source, model),
         map_segmentation(prediction, source, model),
     ]
+    for dataset in made:  # viewers list a series by its date: the time the results were made
+        if "ContentDate" in dataset and "SeriesDate" not in dataset:
+            dataset.SeriesDate, dataset.SeriesTime = dataset.ContentDate, dataset.ContentTime
+    return made
 
 
 def read_probabilities(report: Dataset) -> dict[str, float]:
