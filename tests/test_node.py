@@ -15,7 +15,10 @@ from orthanc import AE_TITLE, PASSWORD, USER, free_port, running_orthanc
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+)
 from test_cli import assert_one_line_error
 
 from radsight.dicom.node import CANNOT_UNDERSTAND, Destination, serve
@@ -104,6 +107,20 @@ def test_a_bad_object_gets_a_failure_status_and_the_node_keeps_serving(network, 
     held = {ref.sop_uid for ref in client.instances(good.StudyInstanceUID)}
     identity = DicomPredictor.load(untrained_model).identity
     assert {identity.uid(good.SOPInstanceUID, kind) for kind in KINDS} <= held
+
+
+def test_other_objects_than_radiographs_are_refused_at_association(network) -> None:
+    _, port = network
+    sender = AE(ae_title="TESTSCU")
+    sender.add_requested_context(CTImageStorage)
+    sender.add_requested_context(ComputedRadiographyImageStorage)
+    association = sender.associate("127.0.0.1", port, ae_title="RADSIGHT")
+    try:
+        accepted = {context.abstract_syntax for context in association.accepted_contexts}
+        rejected = {context.abstract_syntax for context in association.rejected_contexts}
+        assert accepted == {ComputedRadiographyImageStorage} and rejected == {CTImageStorage}
+    finally:
+        association.release()
 
 
 def test_a_wrong_destination_is_one_line(untrained_model) -> None:

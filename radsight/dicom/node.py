@@ -1,11 +1,13 @@
 """A DICOM node (pynetdicom Storage SCP): each image received is predicted and its SR, overlay and map
 are sent on by C-STORE to a destination.
 
-The node answers every C-STORE with a DIMSE status: Success when the results were sent (or when the
-image is not one radsight predicts, e.g. a lateral view, which is logged), 0xC000 "cannot understand"
-for an object it cannot read (no pixel data, several frames, unsupported photometric interpretation,
-no study UID), and 0x0110 "processing failure" when the destination does not take the results. It keeps
-serving after any of them.
+It accepts the projection radiograph storage classes only (CR, DX, MG; uncompressed, JPEG Lossless,
+JPEG-LS and JPEG 2000), so a sender offering anything else (a CT, an SR) is refused at association.
+It answers every C-STORE with a DIMSE status: Success when the results were sent (or when the image is
+not one radsight predicts, e.g. a lateral view, which is logged), 0xC000 "cannot understand" for an
+object it cannot read (no pixel data, several frames, unsupported photometric interpretation, no study
+UID), and 0x0110 "processing failure" when the destination does not take the results. It keeps serving
+after any of them.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ComprehensiveSRStorage,
+    ComputedRadiographyImageStorage,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
     Verification,
@@ -33,6 +41,23 @@ SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 RESULT_CLASSES = (ComprehensiveSRStorage, SecondaryCaptureImageStorage, SegmentationStorage)
+IMAGE_CLASSES = (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
+)
+IMAGE_SYNTAXES = (
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+    uid.JPEGLosslessSV1,
+    uid.JPEGLossless,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
+)
 
 
 @dataclass(frozen=True)
@@ -102,9 +127,10 @@ class StorageNode:
 
 
 def build_ae(node: StorageNode) -> AE:
-    """The Storage SCP accepting every storage SOP class (and C-ECHO)."""
+    """The Storage SCP of the projection radiograph classes (and C-ECHO)."""
     ae = AE(ae_title=node.ae_title)
-    ae.supported_contexts = AllStoragePresentationContexts
+    for sop_class in IMAGE_CLASSES:
+        ae.add_supported_context(sop_class, list(IMAGE_SYNTAXES))
     ae.add_supported_context(Verification)
     ae.maximum_pdu_size = 0
     return ae
