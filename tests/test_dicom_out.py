@@ -37,15 +37,16 @@ def results(folder: Path) -> dict[str, pydicom.Dataset]:
     return {kind: pydicom.dcmread(folder / f"RG1_UNCR.{kind}.dcm") for kind in KINDS}
 
 
-def test_every_result_passes_dciodvfy(written: Path) -> None:
+def dciodvfy_errors(path: Path) -> list[str]:
+    """dicom3tools' validator's error lines for one file (its whole report on failure)."""
     assert shutil.which("dciodvfy"), "dciodvfy not found: install Debian's dicom3tools (.ci/run does)"
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_every_result_passes_dciodvfy(written: Path) -> None:
     for kind in KINDS:
-        run = subprocess.run(
-            ["dciodvfy", str(written / f"RG1_UNCR.{kind}.dcm")], capture_output=True, text=True
-        )
-        report = run.stdout + run.stderr
-        errors = [line for line in report.splitlines() if line.startswith("Error")]
-        assert errors == [], f"{kind}:\n{report}"
+        assert dciodvfy_errors(written / f"RG1_UNCR.{kind}.dcm") == [], kind
 
 
 def test_results_stay_in_the_study_in_new_series_and_reference_the_source(written: Path) -> None:
@@ -182,3 +183,60 @@ def test_only_frontal_projection_radiographs_are_predicted(tmp_path):
     header.Modality, header.NumberOfFrames = "DX", 3
     with pytest.raises(DataError, match=r"cine\.dcm: multi-frame object \(3 frames\)"):
         check_predictable(header, "cine.dcm")
+
+
+def test_glam_patches_are_the_reports_regions(tmp_path: Path) -> None:
+    import torch
+    from conftest import write_dicom
+    from test_glam import TINY
+
+    from radsight.checkpoints import export_model
+    from radsight.config import parse_recipe
+    from radsight.methods.registry import build_method, export_config
+
+    labels = ["benign", "malignant"]
+    recipe = parse_recipe(
+        {
+            "name": "glam-dicom-test",
+            "method": "glam",
+            "data": {
+                "sources": [{"name": "phantom_mammo", "options": {"n": 4, "size": [256, 192]}}],
+                "labels": labels,
+                "image_size": [256, 192],
+                "augment": False,
+            },
+            "model": TINY,
+            "stages": [{"name": "global"}, {"name": "local"}, {"name": "joint"}],
+            "evaluation": {"explain": "native"},
+        }
+    )
+    model_dir = tmp_path / "glam"
+    torch.manual_seed(0)
+    export_model(build_method(recipe, labels, pretrained=False), export_config(recipe, labels), model_dir)
+    rng = np.random.default_rng(0)
+    view = write_dicom(
+        tmp_path / "view.dcm",
+        rng.integers(0, 4000, size=(512, 384)).astype(np.uint16),
+        modality="MG",
+        StudyInstanceUID=pydicom.uid.generate_uid(),
+        SeriesInstanceUID=pydicom.uid.generate_uid(),
+        PatientID="MG-1",
+        ViewPosition="CC",
+    )
+    run_cli("predict", "--model", model_dir, view, "--out", tmp_path / "out", "--dicom")
+    for kind in KINDS:  # a source with a minimal header (no patient name, no study date) gives valid results
+        assert dciodvfy_errors(tmp_path / "out" / f"view.{kind}.dcm") == [], kind
+    prediction = infer(LoadedModel.load(model_dir), view)
+    assert prediction.regions is not None and len(prediction.regions) == 2  # GLAM's two patches
+    report = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(tmp_path / "out" / "view.sr.dcm"))
+    regions = report.content.get_planar_roi_measurement_groups()
+    assert len(regions) == 2
+    for group, (x1, y1, x2, y2) in zip(regions, prediction.regions.tolist(), strict=True):
+        assert np.allclose(group.roi.value, [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], atol=1e-3)
+
+
+def test_the_model_input_keeps_the_files_dicom_identity(untrained_model: Path) -> None:
+    prepared = LoadedModel.load(untrained_model).prepare(RG1)
+    identity = prepared.batch.meta[0].dicom
+    assert identity is not None and identity == prepared.info.dicom
+    assert identity.sop_instance_uid == pydicom.dcmread(RG1, stop_before_pixels=True).SOPInstanceUID

@@ -43,6 +43,17 @@ MANUFACTURER = "radsight"
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS"
 KINDS = ("sr", "overlay", "map")
 SERIES_NUMBERS = {"sr": 9901, "overlay": 9902, "map": 9903}
+PATIENT_AND_STUDY = (  # the type 2 attributes every result copies from its source
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
 MAP_REGION_THRESHOLD = 0.5  # a map's region: the boxes around where it reaches half its peak
 
 
@@ -73,6 +84,9 @@ def source_header(file: str | Path | bytes, name: str) -> Dataset:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not str(header.get(keyword, "")).strip():
             raise DataError(name, f"DICOM has no {keyword}: results cannot be filed with its study")
+    for keyword in PATIENT_AND_STUDY:
+        if keyword not in header:
+            setattr(header, keyword, "")  # type 2: present and empty means unknown, as results copy it
     return header
 
 
@@ -160,18 +174,18 @@ def overlay_capture(prediction: FilePrediction, source: Dataset, model: ModelIde
     drawn = Image.fromarray(prediction.file.draw(prediction.map, prediction.headline, prediction.regions))
     drawn = drawn.convert("RGB")
     _burn_in(drawn, NOT_FOR_DIAGNOSIS)
-    orientation = source.get("PatientOrientation")
     capture = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=np.asarray(drawn),
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        patient_orientation=tuple(orientation) if orientation and len(orientation) == 2 else ("L", "F"),
+        patient_orientation=("L", "F"),  # a placeholder highdicom requires; the source's own is copied below
         **_new_instance("overlay", source, model),
         manufacturer=MANUFACTURER,
         transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
     )
+    capture.PatientOrientation = source.get("PatientOrientation", "")
     if "Laterality" not in capture:
         capture.Laterality = source.get("ImageLaterality") or source.get("Laterality") or ""
     capture.BurnedInAnnotation = "YES"
@@ -216,8 +230,8 @@ def map_segmentation(prediction: FilePrediction, source: Dataset, model: ModelId
         device_serial_number=model.version,
         series_description=f"{model.name} map"[:64],
     )
-    if "FrameOfReferenceUID" not in source and "PatientOrientation" in source:
-        segmentation.PatientOrientation = source.PatientOrientation
+    if "FrameOfReferenceUID" not in source:  # the source's orientation, empty where it has none (unknown)
+        segmentation.PatientOrientation = source.get("PatientOrientation", "")
     measures = segmentation.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
     if measures and min(float(v) for v in measures[0].PixelSpacing) <= 0:
         del segmentation.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence  # 0 x 0: spacing unknown
