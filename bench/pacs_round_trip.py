@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="run folder (default: an untrained tiny model)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--screenshot", type=Path, help="PNG of the SR and overlay in Orthanc's explorer")
+    parser.add_argument("--screenshot", type=Path, help="JPEG of the SR and overlay in Orthanc's explorer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, running_orthanc(Path(scratch) / "orthanc") as orthanc:
         model = args.model or untrained_model(Path(scratch) / "model")
@@ -144,7 +144,7 @@ def shoot(orthanc: Any, study_uid: str, path: Path, scratch: Path) -> None:
         sheet.paste(picture, (x, 0))
         x += picture.width
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    sheet.save(path, quality=85, optimize=True)
     print(f"wrote {path}")
 
 

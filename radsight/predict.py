@@ -56,7 +56,7 @@ def predict_files(
         raise DataError(foreign[0].name, f"refused, {'; '.join(foreign[0].warnings)}{others}")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for item in track(inputs, description="predicting"):
+    for index, item in enumerate(track(inputs, description="predicting")):
         prediction = infer(model, item, how=how)
         assert prediction.map is not None
         overlay_path = out_dir / f"{Path(item.name).stem}.overlay.png"
@@ -66,7 +66,7 @@ def predict_files(
         if identity is not None:
             from radsight.dicom.out import KINDS, results
 
-            for kind, dataset in zip(KINDS, results(prediction, headers[len(rows)], identity), strict=True):
+            for kind, dataset in zip(KINDS, results(prediction, headers[index], identity), strict=True):
                 written.append(f"{Path(item.name).stem}.{kind}.dcm")
                 dataset.save_as(out_dir / written[-1], enforce_file_format=True)
         rows.append(
