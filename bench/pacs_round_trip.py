@@ -4,7 +4,7 @@ the results in Orthanc's own web explorer taken with headless Chromium (selenium
 Each repeat uploads the real RG1 chest film as a new study, then times ``predict_study``: the QIDO
 search, the WADO-RS fetch, the prediction with its map, building the SR, overlay and map objects, and
 the STOW-RS store. The model is the given run folder (default: an untrained tiny one, since the time
-is then mostly DICOM encoding and transfer at the film's 1955 x 1841 pixels, not the network).
+is then mostly DICOM encoding and transfer at the film's 1955 x 1841 pixels, not the model).
 
     python bench/pacs_round_trip.py --out bench/results --screenshot docs/orthanc-results.jpg
 """
