@@ -170,3 +170,7 @@ def test_credentials_never_come_from_the_command_line(untrained_model) -> None:
         expect=2,
     )
     assert "No such option: --password" in result.output
+    url = "http://radsight:secret@127.0.0.1:8042/dicom-web"
+    result = run_cli("predict", "--model", untrained_model, "--pacs", url, "--study", "1", expect=2)
+    assert_one_line_error(result.output, "credentials in the URL", "RADSIGHT_PACS_USER")
+    assert "secret" not in result.output

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from dicomweb_client.api import DICOMwebClient
@@ -59,6 +60,14 @@ class PacsClient:
     """One PACS's DICOMweb service at ``url`` (e.g. ``http://host:8042/dicom-web``)."""
 
     def __init__(self, url: str, credentials: tuple[str, str] | None = None, timeout: float = 60) -> None:
+        parts = urlsplit(url)
+        if parts.username is not None:
+            host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+            raise ConfigError(
+                f"{parts._replace(netloc=host).geturl()}: credentials in the URL are visible to every "
+                f"user of the machine; set {USER_VARIABLE} and {PASSWORD_VARIABLE}, or "
+                f"{CREDENTIALS_FILE_VARIABLE}"
+            )
         self.url = url.rstrip("/")
         session = requests.Session()
         if credentials is not None:
