@@ -446,9 +446,10 @@ def listen(
     how = explanation_methods(explain)[0] if explain else None
     _quiet_dicom_logs()
     from radsight.dicom.node import Destination, serve
-    from radsight.dicom.study import DicomPredictor
 
     destination = Destination.parse(forward)
+    from radsight.dicom.study import DicomPredictor
+
     console.print(f"listening as {ae_title} on port {port}, forwarding to {forward}")
     serve(DicomPredictor.load(model, how), port, destination, ae_title=ae_title)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import uid
 from pydicom.dataset import Dataset
@@ -32,8 +32,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from radsight.dicom.study import DicomPredictor, NotPredicted
 from radsight.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # the model (and torch) is imported by whoever loads it, after the options are checked
+    from radsight.dicom.study import DicomPredictor
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class StorageNode:
         self.ae_title = ae_title
 
     def handle_store(self, event: Any) -> int | Dataset:
+        from radsight.dicom.study import NotPredicted
+
         dataset = event.dataset
         dataset.file_meta = event.file_meta
         name = f"{event.assoc.requestor.ae_title}/{dataset.get('SOPInstanceUID', '?')}"

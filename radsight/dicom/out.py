@@ -90,6 +90,13 @@ def source_header(file: str | Path | bytes, name: str) -> Dataset:
     return header
 
 
+def label_code(label: str) -> hd.sr.CodedConcept:
+    """A label as a code of radsight's scheme: its name, or a digest of it when longer than a code value
+    may be (16 characters), so that labels never share a code."""
+    value = label if len(label) <= 16 else hashlib.sha256(label.encode()).hexdigest()[:16]
+    return hd.sr.CodedConcept(value, SCHEME, label)
+
+
 def region_boxes(prediction: FilePrediction) -> np.ndarray:
     """The regions the model points at, xyxy in the file's pixels: its own (e.g. GLAM's patches), else
     the boxes around the map's peak; empty when there is neither."""
@@ -106,7 +113,7 @@ def structured_report(prediction: FilePrediction, source: Dataset, model: ModelI
     image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
     groups: list[Any] = []
     for label, probability in prediction.probabilities.items():
-        finding = hd.sr.CodedConcept(label[:16], SCHEME, label)
+        finding = label_code(label)
         measurements = [_number(PROBABILITY, probability, algorithm)]
         evaluations = []
         threshold = prediction.thresholds.get(label)
@@ -141,7 +148,7 @@ def structured_report(prediction: FilePrediction, source: Dataset, model: ModelI
                     graphic_data=corners,
                     source_image=region_source,
                 ),
-                finding_type=hd.sr.CodedConcept(top[:16], SCHEME, top),
+                finding_type=label_code(top),
                 algorithm_id=algorithm,
                 measurements=[_number(PROBABILITY, prediction.probabilities[top], algorithm)],
             )
