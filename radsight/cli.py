@@ -450,8 +450,9 @@ def listen(
     destination = Destination.parse(forward)
     from radsight.dicom.study import DicomPredictor
 
+    predictor = DicomPredictor.load(model, how)
     console.print(f"listening as {ae_title} on port {port}, forwarding to {forward}")
-    serve(DicomPredictor.load(model, how), port, destination, ae_title=ae_title)
+    serve(predictor, port, destination, ae_title=ae_title)
 
 
 def _print_predictions(payload: dict[str, Any]) -> None:
