@@ -185,6 +185,7 @@ def dcmtk_rendering(path: Path, window: list[str], tmp_path: Path) -> np.ndarray
         ("MR_small_jpeg_ls_lossless.dcm", ["+Wi", "1"]),  # JPEG-LS lossless, windowed
         ("JPEG-LL.dcm", ["+Wm"]),  # JPEG Lossless without a window: its own range
         ("JPEGLSNearLossless_16.dcm", ["+Wm"]),  # JPEG-LS near-lossless, 16 bits
+        ("vlut_04.dcm", ["+Wl", "1"]),  # a VOI LUT instead of a window
     ],
 )
 def test_standard_rendering_equals_dcmtk(name: str, window: list[str], tmp_path: Path) -> None:

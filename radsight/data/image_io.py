@@ -240,7 +240,8 @@ def _apply_voi(values: np.ndarray, dataset: Any) -> np.ndarray:
 
         lut = dataset.VOILUTSequence[0]
         out_bits = int(lut.LUTDescriptor[2])
-        return apply_voi(values, dataset, index=0).astype(np.float64) / float(2**out_bits - 1)
+        entries = np.rint(values).astype(np.int64)  # a LUT is indexed by whole stored values
+        return apply_voi(entries, dataset, index=0).astype(np.float64) / float(2**out_bits - 1)
     center, width = (_first(dataset.WindowCenter), _first(dataset.WindowWidth))
     function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
     if function == "SIGMOID":
