@@ -236,3 +236,15 @@ def test_real_dicom_identity_is_kept():
 def test_multi_frame_dicom_is_named():
     with pytest.raises(DataError, match=r"emri_small_jpeg_ls_lossless\.dcm: expected one grayscale frame"):
         read_image(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))
+
+
+def test_sigmoid_window_equals_dcmtk(tmp_path: Path) -> None:
+    import pydicom
+
+    dataset = pydicom.dcmread(rg1("UNCR"))
+    dataset.VOILUTFunction = "SIGMOID"
+    dataset.WindowCenter, dataset.WindowWidth = 9000, 6000
+    path = tmp_path / "sigmoid.dcm"
+    dataset.save_as(path)
+    ours = read_image(path)[0][0].numpy()
+    assert float(np.abs(ours - dcmtk_rendering(path, ["+Wi", "1"], tmp_path)).max()) < 1e-3
