@@ -357,8 +357,10 @@ def _regions(items: list[str]) -> dict[str, tuple[str, ...]]:
 @reports_errors
 def predict(
     model: ModelDir,
-    files: ImageFiles,
-    out: Annotated[Path, typer.Option(help="folder for predictions.json and overlays")],
+    files: Annotated[
+        list[Path] | None, typer.Argument(metavar="FILE...", help="DICOM, PNG or JPEG files")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for predictions.json and overlays")] = None,
     explain: Annotated[
         str, typer.Option(metavar="METHOD", help=f"map drawn on each file: {METHOD_NAMES}")
     ] = "",
@@ -371,16 +373,87 @@ def predict(
             "predicted with a warning",
         ),
     ] = False,
+    dicom: Annotated[
+        bool, typer.Option("--dicom", help="also write each DICOM file's SR, overlay and map as DICOM")
+    ] = False,
+    pacs: Annotated[
+        str,
+        typer.Option(
+            metavar="URL",
+            help="a PACS's DICOMweb root: predict --study there and store the results back (credentials: "
+            "RADSIGHT_PACS_USER and RADSIGHT_PACS_PASSWORD, or a file named by RADSIGHT_PACS_CREDENTIALS)",
+        ),
+    ] = "",
+    study: Annotated[str, typer.Option(metavar="UID", help="the Study Instance UID to predict")] = "",
 ) -> None:
-    """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels."""
+    """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels.
+    With --pacs and --study, predict a study's frontal images and store their results in the PACS."""
     read_export_config(model)
-    existing_files(files)
     how = explanation_methods(explain)[0] if explain else None
+    if pacs or study:
+        if not (pacs and study) or files:
+            raise ConfigError("--pacs and --study go together, without files")
+        _predict_study(model, pacs, study, how)
+        return
+    if not files or out is None:
+        raise ConfigError("predict needs files and --out (or --pacs URL --study UID)")
+    existing_files(files)
     from radsight.predict import predict_files
 
-    payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign)
+    payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign, dicom=dicom)
     _print_predictions(payload)
     Console().print(f"wrote {out / 'predictions.json'}")
+
+
+def _predict_study(model: Path, url: str, study: str, how: str | None) -> None:
+    """Predict a PACS study and say per image what happened; exit 2 when an image failed."""
+    _quiet_dicom_logs()
+    from radsight.dicom.pacs import PacsClient
+    from radsight.dicom.study import DicomPredictor, predict_study
+
+    outcome = predict_study(DicomPredictor.load(model, how), PacsClient.from_environment(url), study)
+    for line in outcome.skipped:
+        console.print(f"skipped: {escape(line)}", highlight=False, soft_wrap=True)
+    for line in outcome.failed:
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    Console().print(
+        f"study {study}: stored {len(outcome.stored)} result object(s), "
+        f"{len(outcome.already_held)} already in the PACS",
+        soft_wrap=True,
+    )
+    if outcome.failed:
+        raise typer.Exit(2)
+
+
+def _quiet_dicom_logs() -> None:
+    """highdicom and dicomweb-client log every copied module and request at INFO."""
+    for name in ("highdicom", "dicomweb_client", "pynetdicom"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@subcommand()
+@reports_errors
+def listen(
+    model: ModelDir,
+    port: Annotated[int, typer.Option(help="TCP port to receive images on (DICOM C-STORE)")],
+    forward: Annotated[
+        str, typer.Option(metavar="AE@HOST:PORT", help="where the results are sent (C-STORE)")
+    ],
+    ae_title: Annotated[str, typer.Option(help="this node's AE title")] = "RADSIGHT",
+    explain: Annotated[str, typer.Option(metavar="METHOD", help=f"map of each image: {METHOD_NAMES}")] = "",
+) -> None:
+    """Run a DICOM node: predict each image received and send its SR, overlay and map on."""
+    read_export_config(model)
+    how = explanation_methods(explain)[0] if explain else None
+    _quiet_dicom_logs()
+    from radsight.dicom.node import Destination, serve
+
+    destination = Destination.parse(forward)
+    from radsight.dicom.study import DicomPredictor
+
+    predictor = DicomPredictor.load(model, how)
+    console.print(f"listening as {ae_title} on port {port}, forwarding to {forward}")
+    serve(predictor, port, destination, ae_title=ae_title)
 
 
 def _print_predictions(payload: dict[str, Any]) -> None:

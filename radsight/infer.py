@@ -86,6 +86,7 @@ class LoadedModel:
             original_size=info.original_size,
             pixel_spacing=info.pixel_spacing,
             extra={"bits_stored": info.bits_stored},
+            dicom=info.dicom,
         )
         sample = self.pipeline.model_input(Sample(image=image, meta=meta), self.reading)
         warnings = [] if self.profile is None else self.profile.check(image, info.dicom)
@@ -144,6 +145,11 @@ class FilePrediction:
     @property
     def top_label(self) -> str:
         return self.label_names[self.top]
+
+    @property
+    def headline(self) -> str:
+        """The top label, its probability and the map's method: an overlay's title."""
+        return f"{self.top_label}: probability {float(self.probs[self.top]):.2f} ({self.map_method} map)"
 
     @property
     def probabilities(self) -> dict[str, float]:

@@ -23,10 +23,12 @@ def predict_files(
     how: str | None = None,
     *,
     refuse_foreign: bool = False,
+    dicom: bool = False,
 ) -> dict[str, Any]:
     """Write ``predictions.json`` (per-file probabilities, per label whether it reaches the model's
     operating point, and warnings) and ``<stem>.overlay.png`` per file; return what predictions.json
-    holds.
+    holds. With ``dicom``, every file must be DICOM, and its SR, overlay and map are written as
+    ``<stem>.<sr|overlay|map>.dcm`` too (see :mod:`radsight.dicom.out`).
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
     bad one stops the run with its name before anything is written; so does, with ``refuse_foreign``,
@@ -46,20 +48,27 @@ def predict_files(
         )
     how = how or model.recipe.evaluation.explain
     inputs = [model.prepare(path) for path in files]
+    headers = [_dicom_header(item.name, item.info.dicom is not None) for item in inputs] if dicom else []
+    identity = _model_identity(model_dir, model) if dicom else None
     foreign = [item for item in inputs if item.warnings]
     if refuse_foreign and foreign:
         others = f" (and {len(foreign) - 1} more of the {len(inputs)} files)" if len(foreign) > 1 else ""
         raise DataError(foreign[0].name, f"refused, {'; '.join(foreign[0].warnings)}{others}")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for item in track(inputs, description="predicting"):
+    for index, item in enumerate(track(inputs, description="predicting")):
         prediction = infer(model, item, how=how)
         assert prediction.map is not None
-        probability = float(prediction.probs[prediction.top])
-        title = f"{prediction.top_label}: probability {probability:.2f} ({how} map)"
         overlay_path = out_dir / f"{Path(item.name).stem}.overlay.png"
-        Image.fromarray(item.draw(prediction.map, title, prediction.regions)).save(overlay_path)
+        Image.fromarray(item.draw(prediction.map, prediction.headline, prediction.regions)).save(overlay_path)
         regions = prediction.regions
+        written = []
+        if identity is not None:
+            from radsight.dicom.out import KINDS, results
+
+            for kind, dataset in zip(KINDS, results(prediction, headers[index], identity), strict=True):
+                written.append(f"{Path(item.name).stem}.{kind}.dcm")
+                dataset.save_as(out_dir / written[-1], enforce_file_format=True)
         rows.append(
             {
                 "path": item.name,
@@ -71,6 +80,7 @@ def predict_files(
                 "regions": None if regions is None else regions.round().int().tolist(),
                 "mirrored_for_the_model": prediction.mirrored,
                 "warnings": prediction.warnings,
+                **({"dicom": written} if dicom else {}),
             }
         )
     payload = {
@@ -82,3 +92,18 @@ def predict_files(
     }
     write_json(out_dir / "predictions.json", payload)
     return payload
+
+
+def _model_identity(model_dir: Path, model: LoadedModel) -> Any:
+    from radsight.dicom.out import ModelIdentity
+
+    return ModelIdentity.of(model_dir, model)
+
+
+def _dicom_header(name: str, is_dicom: bool) -> Any:
+    """The header DICOM results are filed with, checked before anything is written."""
+    if not is_dicom:
+        raise DataError(name, "DICOM results need a DICOM input (this file is PNG or JPEG)")
+    from radsight.dicom.out import source_header
+
+    return source_header(Path(name), name)

@@ -117,3 +117,34 @@ def write_dicom(
         dataset.PixelData = pixels.astype(np.uint16).tobytes()
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained baseline exported like a run folder, with stored operating points (nodule 0.25,
+    opacity 0.75): for the tests of what is done with a prediction, not of how good it is."""
+    import torch
+
+    from radsight.checkpoints import export_model
+    from radsight.config import parse_recipe
+    from radsight.methods.registry import build_method, export_config
+    from radsight.operating_points import OperatingPoints, write_operating_points
+
+    labels = ["nodule", "opacity"]
+    recipe = parse_recipe(
+        {
+            "name": "dicom-test",
+            "data": {
+                "sources": [{"name": "phantom", "options": {"n": 8}}],
+                "labels": labels,
+                "image_size": [128, 128],
+                "augment": False,
+            },
+            "model": {"backbone": "tiny_cnn"},
+        }
+    )
+    out = tmp_path_factory.mktemp("untrained")
+    torch.manual_seed(0)
+    export_model(build_method(recipe, labels, pretrained=False), export_config(recipe, labels), out)
+    write_operating_points(out, OperatingPoints("youden", None, "val", 8, {"nodule": 0.25, "opacity": 0.75}))
+    return out

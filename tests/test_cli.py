@@ -396,6 +396,10 @@ def test_wrong_paths_and_arguments_are_answered_before_torch_is_imported(tmp_pat
         (("predict", "--model", missing_model, "x.png", "--out", "o"), not_a_model),
         (("predict", "--model", fake, "x.png", "--out", "o"), "error: x.png: file not found\n"),
         (("explain", "--model", fake, "x.png", "--out", "o"), "error: x.png: file not found\n"),
+        (
+            ("listen", "--model", fake, "--port", "11112", "--forward", "PACS:104"),
+            "error: --forward expects AE@HOST:PORT (e.g. PACS@10.0.0.5:104), got 'PACS:104'\n",
+        ),
         (("evaluate", "--model", missing_model, "--out", "o"), not_a_model),
         (
             ("compare", fake, missing_model, "--out", "o"),
@@ -415,8 +419,9 @@ def test_wrong_paths_and_arguments_are_answered_before_torch_is_imported(tmp_pat
     for args in [("--help",), ("predict", "--help"), ("--version",)]:
         answer = probe(tmp_path, *args)
         assert (answer["exit"], answer["heavy"]) == (0, []), args
-    answer = probe(tmp_path, "predict", "--model", fake)  # a usage error
-    assert answer["exit"] == 2 and "Missing argument 'FILE...'" in answer["output"] and answer["heavy"] == []
+    answer = probe(tmp_path, "predict", "--model", fake)  # a usage error: neither files nor a PACS study
+    assert answer["exit"] == 2 and answer["heavy"] == []
+    assert answer["output"] == "error: predict needs files and --out (or --pacs URL --study UID)\n"
 
 
 def _command_paths() -> list[list[str]]:

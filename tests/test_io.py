@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,94 @@ def test_dicom_mask_reads_nonzero_pixels_as_inside(tmp_path):
     assert mask.dtype == torch.bool and torch.equal(mask, torch.from_numpy(pixels > 0))
     with pytest.raises(DataError, match="mask size 10x12 differs from its image 12x12"):
         read_mask(path, (12, 12))
+
+
+def dcmtk_rendering(path: Path, window: list[str], tmp_path: Path) -> np.ndarray:
+    """dcmtk's own rendering of ``path`` (its JPEG and JPEG-LS decoders, then dcm2pnm with ``window``)
+    as 16-bit PNG, scaled to [0, 1]: the reference the standard display pipeline is checked against."""
+    import pydicom
+
+    for tool in ("dcm2pnm", "dcmdjpeg", "dcmdjpls"):
+        assert shutil.which(tool), f"{tool} not found: install Debian's dcmtk (.ci/run does)"
+    syntax = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    decoder = {"1.2.840.10008.1.2.4.7": "dcmdjpeg", "1.2.840.10008.1.2.4.8": "dcmdjpls"}.get(syntax[:21])
+    if decoder:
+        plain = tmp_path / f"{path.stem}.plain.dcm"
+        subprocess.run([decoder, str(path), str(plain)], check=True, capture_output=True)
+        path = plain
+    png = tmp_path / f"{path.stem}.png"
+    subprocess.run(["dcm2pnm", "+on2", *window, str(path), str(png)], check=True, capture_output=True)
+    return np.asarray(Image.open(png)).astype(np.float64) / 65535.0
+
+
+@pytest.mark.parametrize(
+    ("name", "window"),
+    [
+        ("RG1_UNCR.dcm", ["+Wi", "1"]),  # real 15-bit MONOCHROME1 chest film, windowed
+        ("JPGLosslessP14SV1_1s_1f_8b.dcm", ["+Wi", "1"]),  # JPEG Lossless, windowed
+        ("MR_small_jpeg_ls_lossless.dcm", ["+Wi", "1"]),  # JPEG-LS lossless, windowed
+        ("JPEG-LL.dcm", ["+Wm"]),  # JPEG Lossless without a window: its own range
+        ("JPEGLSNearLossless_16.dcm", ["+Wm"]),  # JPEG-LS near-lossless, 16 bits
+        ("vlut_04.dcm", ["+Wl", "1"]),  # a VOI LUT instead of a window
+    ],
+)
+def test_standard_rendering_equals_dcmtk(name: str, window: list[str], tmp_path: Path) -> None:
+    path = Path(get_testdata_file(name))
+    ours = read_image(path)[0][0].numpy()
+    reference = dcmtk_rendering(path, window, tmp_path)
+    assert ours.shape == reference.shape
+    assert float(np.abs(ours - reference).max()) < 1e-3
+
+
+def test_jpeg_ls_lossless_decodes_to_the_uncompressed_original() -> None:
+    lossless = read_image(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))[0]
+    assert torch.equal(lossless, read_image(get_testdata_file("MR_small.dcm"))[0])
+
+
+def test_stretch_is_a_contrast_change_of_the_standard_rendering(chest):
+    standard = chest["UNCR"][0].double()
+    stretched = read_image(rg1("UNCR"), rendering="stretch")[0][0].double()
+    # the film's window (15000 +- 15000) is wider than its values, so the stretch is linear in it
+    slope, intercept = np.polyfit(standard.flatten().numpy(), stretched.flatten().numpy(), 1)
+    assert slope == pytest.approx(1.172, abs=1e-3) and intercept == pytest.approx(-0.137, abs=1e-3)
+    assert float(stretched.min()) == 0.0 and float(stretched.max()) == 1.0
+    assert float(standard.min()) > 0.0  # the standard rendering keeps the window's own black
+
+
+def test_window_outside_the_values_clips_instead_of_stretching(tmp_path):
+    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (4, 1))
+    path = write_dicom(tmp_path / "w.dcm", ramp, WindowCenter=2000, WindowWidth=1000)
+    assert float(read_image(path)[0].max()) == 0.0  # every value is below the window: black
+    with pytest.raises(DataError, match=r"w\.dcm: DICOM image is constant"):
+        read_image(path, rendering="stretch")
+
+
+def test_real_dicom_identity_is_kept():
+    identity = read_image(rg1("J2KR"))[1].dicom
+    assert identity is not None
+    assert identity.study_instance_uid == "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457"
+    assert identity.series_instance_uid == "1.3.6.1.4.1.5962.1.3.9.1.20040826185059.5457"
+    assert identity.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.9.1.2.20040826185059.5457"
+    assert (identity.patient_name, identity.patient_id, identity.patient_sex) == (
+        "CompressedSamples^RG1",
+        "9RG1",
+        "F",
+    )
+    assert (identity.study_date, identity.study_id, identity.view_position) == ("20040826", "9RG1", "PA")
+
+
+def test_multi_frame_dicom_is_named():
+    with pytest.raises(DataError, match=r"emri_small_jpeg_ls_lossless\.dcm: expected one grayscale frame"):
+        read_image(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))
+
+
+def test_sigmoid_window_equals_dcmtk(tmp_path: Path) -> None:
+    import pydicom
+
+    dataset = pydicom.dcmread(rg1("UNCR"))
+    dataset.VOILUTFunction = "SIGMOID"
+    dataset.WindowCenter, dataset.WindowWidth = 9000, 6000
+    path = tmp_path / "sigmoid.dcm"
+    dataset.save_as(path)
+    ours = read_image(path)[0][0].numpy()
+    assert float(np.abs(ours - dcmtk_rendering(path, ["+Wi", "1"], tmp_path)).max()) < 1e-3

@@ -1,8 +1,12 @@
 """Read any radiograph file into one float tensor in [0, 1], with clear errors for bad files.
 
-DICOM goes through pydicom (pylibjpeg decodes compressed transfer syntaxes): modality rescale, then the
-VOI LUT or window, then MONOCHROME1 inversion, so that air is always dark. PNG and JPEG go through
-Pillow: 8-bit, 16-bit (including 12-bit values stored in 16 bits) and RGB, which is reduced to gray.
+DICOM goes through pydicom (pylibjpeg decodes JPEG 2000; python-gdcm and pyjpegls, both permissively
+licensed, decode JPEG Lossless and JPEG-LS) and is rendered as the standard display pipeline renders it
+(DICOM PS3.3 C.11.2, as dcmtk's ``dcm2pnm`` does): modality rescale, then the VOI LUT or the first window
+mapped to [0, 1] and clipped outside it, then MONOCHROME1 inversion, so that air is always dark. A file
+without a VOI is stretched to its own range; ``rendering="stretch"`` stretches a windowed file too.
+PNG and JPEG go through Pillow: 8-bit, 16-bit (including 12-bit values stored in 16 bits) and RGB, which
+is reduced to gray.
 A file is read from its path, or from its bytes (an upload, a PACS transfer) with a name for errors.
 """
 
@@ -12,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,6 +28,8 @@ from radsight.errors import DataError
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 # Stored bit depths that 16-bit containers commonly hold; the smallest that covers the data is used.
 _CONTAINER_DEPTHS = (10, 12, 14, 16)
+Rendering = Literal["standard", "stretch"]
+RENDERINGS: tuple[Rendering, ...] = ("standard", "stretch")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,14 @@ class DicomIdentity:
     laterality: str | None
     view_position: str | None
     body_part_examined: str | None = None
+    patient_name: str | None = None
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+    study_id: str | None = None
+    study_date: str | None = None
+    study_time: str | None = None
+    referring_physician_name: str | None = None
+    frame_of_reference_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,14 +69,22 @@ class ImageInfo:
 
 
 def read_image(
-    file: str | Path | bytes, bits_stored: int | None = None, *, name: str | None = None
+    file: str | Path | bytes,
+    bits_stored: int | None = None,
+    *,
+    name: str | None = None,
+    rendering: Rendering = "standard",
 ) -> tuple[Tensor, ImageInfo]:
     """Return a 1 x H x W float32 tensor in [0, 1] (dark = air) and the file's pixel-space facts.
 
     ``file`` is a path or the file's bytes; ``name`` names bytes in errors (its suffix ``.dcm`` marks
     DICOM without a preamble). ``bits_stored`` overrides the bit depth inferred for 16-bit PNGs (e.g.
-    12 for mammograms whose brightest pixel is below 4095 in a particular image).
+    12 for mammograms whose brightest pixel is below 4095 in a particular image). ``rendering`` is how a
+    DICOM's VOI becomes [0, 1]: "standard" maps the window itself, "stretch" maps the windowed image's
+    own min-max (radsight's reading before the standard one became the default).
     """
+    if rendering not in RENDERINGS:
+        raise ValueError(f"rendering must be one of {RENDERINGS}, not {rendering!r}")
     if isinstance(file, bytes | bytearray | memoryview):
         label: str | Path = name or "<bytes>"
         opened: Path | BytesIO = BytesIO(bytes(file))
@@ -73,7 +95,7 @@ def read_image(
             raise DataError(label, "file not found")
         dicom = _is_dicom(opened)
     if dicom:
-        array, info = _read_dicom(opened, label)
+        array, info = _read_dicom(opened, label, rendering)
     else:
         array, info = _read_pillow(opened, label, bits_stored)
     if not np.isfinite(array).all():
@@ -179,18 +201,21 @@ def _dicom_pixels(file: Path | BytesIO, path: str | Path) -> tuple[Any, np.ndarr
     return dataset, pixels
 
 
-def _read_dicom(file: Path | BytesIO, path: str | Path) -> tuple[np.ndarray, ImageInfo]:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _read_dicom(file: Path | BytesIO, path: str | Path, rendering: Rendering) -> tuple[np.ndarray, ImageInfo]:
+    from pydicom.pixels import apply_modality_lut
 
     dataset, pixels = _dicom_pixels(file, path)
     values = apply_modality_lut(pixels, dataset).astype(np.float64)
     has_voi = "WindowCenter" in dataset or "VOILUTSequence" in dataset
-    if has_voi:
-        values = apply_voi_lut(values, dataset, index=0).astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        raise DataError(path, "DICOM image is constant: no contrast to read")
-    scaled = (values - low) / (high - low)
+    if has_voi and rendering == "standard":
+        scaled = _apply_voi(values, dataset)
+    else:
+        if has_voi:
+            values = _apply_voi(values, dataset)
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            raise DataError(path, "DICOM image is constant: no contrast to read")
+        scaled = (values - low) / (high - low)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
@@ -205,6 +230,34 @@ def _read_dicom(file: Path | BytesIO, path: str | Path) -> tuple[np.ndarray, Ima
         dicom=_dicom_identity(dataset),
     )
     return scaled.astype(np.float32), info
+
+
+def _apply_voi(values: np.ndarray, dataset: Any) -> np.ndarray:
+    """The first VOI LUT, else the first window (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT or SIGMOID),
+    mapped to [0, 1]; values outside the window clip to its ends."""
+    if "VOILUTSequence" in dataset:
+        from pydicom.pixels import apply_voi
+
+        lut = dataset.VOILUTSequence[0]
+        out_bits = int(lut.LUTDescriptor[2])
+        entries = np.rint(values).astype(np.int64)  # a LUT is indexed by whole stored values
+        return apply_voi(entries, dataset, index=0).astype(np.float64) / float(2**out_bits - 1)
+    center, width = (_first(dataset.WindowCenter), _first(dataset.WindowWidth))
+    function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        mapped = (values - center) / width + 0.5
+    else:
+        mapped = (values - (center - 0.5)) / max(width - 1.0, 1e-9) + 0.5
+    return np.clip(mapped, 0.0, 1.0)
+
+
+def _first(value: Any) -> float:
+    """The first of a multi-valued window attribute (the window the modality lists first)."""
+    from pydicom.multival import MultiValue
+
+    return float(value[0] if isinstance(value, MultiValue | list | tuple) else value)
 
 
 def _dicom_identity(dataset: Any) -> DicomIdentity:
@@ -225,6 +278,14 @@ def _dicom_identity(dataset: Any) -> DicomIdentity:
         laterality=text("ImageLaterality") or text("Laterality"),
         view_position=text("ViewPosition"),
         body_part_examined=text("BodyPartExamined"),
+        patient_name=text("PatientName"),
+        patient_birth_date=text("PatientBirthDate"),
+        patient_sex=text("PatientSex"),
+        study_id=text("StudyID"),
+        study_date=text("StudyDate"),
+        study_time=text("StudyTime"),
+        referring_physician_name=text("ReferringPhysicianName"),
+        frame_of_reference_uid=text("FrameOfReferenceUID"),
     )
 
 

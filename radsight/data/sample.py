@@ -17,13 +17,15 @@ from torch.utils.data import DataLoader, Dataset
 from radsight.errors import DataError
 
 if TYPE_CHECKING:
+    from radsight.data.image_io import DicomIdentity
     from radsight.data.transforms import Geometry
 
 
 @dataclass
 class SampleMeta:
-    """Where a sample came from; ``original_size`` is (height, width) of the file as stored, and
-    ``geometry`` how the image maps back onto it (None: the image is the file as stored)."""
+    """Where a sample came from; ``original_size`` is (height, width) of the file as stored,
+    ``geometry`` how the image maps back onto it (None: the image is the file as stored), and ``dicom``
+    which study, series and instance it is (None for PNG/JPEG), so results can be filed back with it."""
 
     source: str
     path: str
@@ -33,6 +35,7 @@ class SampleMeta:
     pixel_spacing: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     geometry: Geometry | None = None
+    dicom: DicomIdentity | None = None
 
 
 @dataclass

@@ -319,6 +319,7 @@ class SourceDataset(Dataset):
             original_size=(height, width),
             pixel_spacing=spacing,
             extra={"bits_stored": info.bits_stored, **record.extra},
+            dicom=info.dicom,
         )
         return Sample(
             image=image,
