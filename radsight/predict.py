@@ -9,9 +9,11 @@ from typing import Any
 from PIL import Image
 from rich.progress import track
 
-from radsight.checkpoints import write_json
+from radsight.atomic import atomic_write, remove_stale_temporaries, write_json
 from radsight.errors import ConfigError, DataError
-from radsight.infer import LoadedModel, infer
+from radsight.folder_lock import locked_folder
+from radsight.infer import LoadedModel, PreparedFile, infer
+from radsight.run_folder import output_stems
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,8 @@ def predict_files(
     refuse_foreign: bool = False,
 ) -> dict[str, Any]:
     """Write ``predictions.json`` (per-file probabilities, per label whether it reaches the model's
-    operating point, and warnings) and ``<stem>.overlay.png`` per file; return what predictions.json
-    holds.
+    operating point, and warnings) and ``<stem>.overlay.png`` per file (``<stem>-2`` for a second file of
+    the same name); return what predictions.json holds. ``out_dir`` is locked while it is written.
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
     bad one stops the run with its name before anything is written; so does, with ``refuse_foreign``,
@@ -50,14 +52,23 @@ def predict_files(
     if refuse_foreign and foreign:
         others = f" (and {len(foreign) - 1} more of the {len(inputs)} files)" if len(foreign) > 1 else ""
         raise DataError(foreign[0].name, f"refused, {'; '.join(foreign[0].warnings)}{others}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with locked_folder(out_dir):
+        remove_stale_temporaries(out_dir)
+        return _write_predictions(model, model_dir, inputs, out_dir, how)
+
+
+def _write_predictions(
+    model: LoadedModel, model_dir: Path, inputs: list[PreparedFile], out_dir: Path, how: str
+) -> dict[str, Any]:
     rows = []
-    for item in track(inputs, description="predicting"):
+    stems = output_stems([item.name for item in inputs])
+    for item, stem in zip(track(inputs, description="predicting"), stems, strict=True):
         prediction = infer(model, item, how=how)
         assert prediction.map is not None
         title = f"{prediction.top_label} {float(prediction.probs[prediction.top]):.2f} ({how})"
-        overlay_path = out_dir / f"{Path(item.name).stem}.overlay.png"
-        Image.fromarray(item.draw(prediction.map, title, prediction.regions)).save(overlay_path)
+        overlay_path = out_dir / f"{stem}.overlay.png"
+        picture = Image.fromarray(item.draw(prediction.map, title, prediction.regions))
+        atomic_write(overlay_path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         regions = prediction.regions
         rows.append(
             {
