@@ -61,10 +61,11 @@ def load_weights(module: torch.nn.Module, path: str | Path) -> None:
         )
 
 
-def check_resume_checkpoint(path: Path, module: torch.nn.Module, stage: str) -> None:
+def check_resume_checkpoint(path: Path, module: torch.nn.Module, stage: str) -> int:
     """``path`` (a stage's ``last.ckpt``) is a checkpoint ``module`` can resume from: readable with
     tensors and plain values only (nothing is executed), and holding weights of the same names and
-    shapes. Otherwise one ConfigError line naming the file, the problem and how to restart the stage."""
+    shapes. Otherwise one ConfigError line naming the file, the problem and how to restart the stage.
+    Returns the epoch the checkpoint finished."""
     restart = f"delete it to restart stage {stage!r} from its first epoch, or start the run over with --force"
     if path.stat().st_size == 0:
         raise ConfigError(f"{path}: empty checkpoint (a write was cut short); {restart}")
@@ -88,3 +89,4 @@ def check_resume_checkpoint(path: Path, module: torch.nn.Module, stage: str) -> 
             f"{path}: checkpoint of another model (other labels or backbone: {len(differ)} weight(s) differ, "
             f"e.g. {differ[0]}); {restart}"
         )
+    return checkpoint["epoch"]

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from radsight.checkpoints import (
 )
 from radsight.config import Recipe, TrainerConfig, recipe_as_written
 from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
+from radsight.data.epoch_order import EpochOrder, SeededItems
 from radsight.data.input_profile import training_profile
 from radsight.data.sample import make_loader
 from radsight.errors import ConfigError
@@ -104,17 +106,33 @@ class EpochLog(Callback):
         return entry.get("stage") == self.stage and entry.get("epoch", -1) >= epoch
 
 
-class EpochSeed(Callback):
-    """Seed every random generator at the start of each epoch from (recipe seed, stage, epoch): what an
-    epoch draws no longer depends on the epochs before it in this process, so a resumed run repeats
-    the uninterrupted one bit for bit (Lightning restores weights, optimiser and schedule, not RNGs)."""
+class RepeatableEpochs(Callback):
+    """Start every epoch in the same state whether the run was resumed or not, so that a resumed run
+    repeats the uninterrupted one bit for bit. Lightning restores weights, optimiser and schedule, but
+    neither the random generators nor, from a checkpoint written at an epoch's end, that epoch's step of
+    the learning-rate schedule.
 
-    def __init__(self, seed: int, stage_index: int) -> None:
+    The epoch's order and augmentations come from :class:`EpochOrder` (told the epoch here as well,
+    for the distributed sampler Lightning wraps it in). At each epoch's start the epoch-wise schedules
+    (cosine) catch up on steps they missed, and every random generator is seeded from (recipe seed,
+    stage, epoch) for what the training steps draw (dropout). A plateau schedule cannot catch up (the
+    metric it steps on is not in the checkpoint): it may lag by one step after a resume.
+    """
+
+    def __init__(self, seed: int, stage_index: int, order: EpochOrder) -> None:
         self.seed = seed
         self.stage_index = stage_index
+        self.order = order
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        entropy = [self.seed, self.stage_index, trainer.current_epoch]
+        self.order.set_epoch(trainer.current_epoch)
+        for config in trainer.lr_scheduler_configs:
+            if config.interval == "epoch" and not config.reduce_on_plateau:
+                while config.scheduler.last_epoch < trainer.current_epoch // config.frequency:
+                    with warnings.catch_warnings():  # "step before optimizer.step": it did step, before
+                        warnings.simplefilter("ignore", UserWarning)
+                        config.scheduler.step()
+        entropy = [self.seed, self.stage_index, trainer.current_epoch, 1]
         seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         L.seed_everything(seed, workers=True, verbose=False)
 
@@ -188,13 +206,19 @@ def _check_finite(method: Method, stage: str, index: int) -> None:
         )
 
 
-def stage_loaders(method: Method, splits: DataSplits, stage: str) -> tuple[DataLoader, DataLoader | None]:
-    """The training loader of ``stage``'s pool (see ``StageData``) and the val loader (None when the
-    recipe has no val split)."""
+def stage_loaders(
+    method: Method, splits: DataSplits, stage: str, order: tuple[int, int, int] = (0, 0, 0)
+) -> tuple[DataLoader, DataLoader | None]:
+    """The training loader of ``stage``'s pool (see ``StageData``), dealt by :class:`EpochOrder` from
+    ``order`` (recipe seed, stage index, first epoch), and the val loader (None when the recipe has no
+    val split)."""
     data, chosen = splits.data, method.stage_data(stage)
     log.info("stage %s trains on the %s pool", stage, chosen.pool)
     train_set = splits.pool(chosen.pool, chosen.augment)
-    train_loader = make_loader(train_set, data.batch_size, shuffle=True, num_workers=data.num_workers)
+    sampler = EpochOrder(len(train_set), *order)
+    train_loader = make_loader(
+        SeededItems(train_set), data.batch_size, shuffle=False, num_workers=data.num_workers, sampler=sampler
+    )
     if not len(splits.val):
         return train_loader, None
     return train_loader, make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
@@ -265,11 +289,17 @@ def _train_stages(
             continue
         last = stage_dir / "last.ckpt"
         resume_from = last if resume and last.is_file() else None
-        if resume_from is not None:
-            check_resume_checkpoint(resume_from, method, stage.name)
-        callbacks = [EpochSeed(recipe.seed, index), EpochLog(out_dir / "train_log.jsonl", stage.name)]
+        first_epoch = (
+            0 if resume_from is None else check_resume_checkpoint(resume_from, method, stage.name) + 1
+        )
+        train_loader, val_loader = stage_loaders(
+            method, splits, stage.name, (recipe.seed, index, first_epoch)
+        )
+        callbacks = [
+            RepeatableEpochs(recipe.seed, index, train_loader.sampler),
+            EpochLog(out_dir / "train_log.jsonl", stage.name),
+        ]
         trainer = _trainer(recipe, stage_dir, stage.epochs, callbacks)
-        train_loader, val_loader = stage_loaders(method, splits, stage.name)
         try:
             trainer.fit(method, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
         except MisconfigurationException as error:  # a setting that fails only against the data
