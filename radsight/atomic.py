@@ -34,11 +34,17 @@ def _new_file_mode() -> int:
 
 
 def _write_problem(error: BaseException) -> str | None:
-    """What the system said when a write failed, or None when the failure is not the system's."""
-    if isinstance(error, OSError) and error.errno is not None:
-        return os.strerror(error.errno).lower()
-    found = _OS_ERROR.search(str(error))
-    return os.strerror(int(found.group(1))).lower() if found else None
+    """What the system said when a write failed, or None when the failure is not the system's. The
+    system's error may be behind the one raised (torch reports a full disk as a RuntimeError about a
+    file position, raised while handling the OSError)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return os.strerror(seen.errno).lower()
+        if found := _OS_ERROR.search(str(seen)):
+            return os.strerror(int(found.group(1))).lower()
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
