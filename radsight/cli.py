@@ -7,11 +7,13 @@ machinery only where they train, so a mistyped path is answered at once.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -27,10 +29,13 @@ from radsight import __version__
 from radsight.data.sources import SOURCES
 from radsight.errors import ConfigError, DataError, RadsightError
 from radsight.explain.names import METHODS
+from radsight.folder_lock import locked_folder
 from radsight.report.cells import number, section_cell
 from radsight.run_folder import (
     check_evaluated_runs,
     check_out_dir,
+    check_resumable,
+    check_run_folder,
     clear_run_folder,
     is_launching_process,
     read_export_config,
@@ -113,6 +118,8 @@ METHOD_NAMES = ", ".join(METHODS)
 COMPARED_METHODS = ",".join(m for m in METHODS if m != "native")  # native maps: only some methods have them
 SOURCE_NAMES = ", ".join(SOURCES)
 MAX_LABEL_COLUMNS = 6
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+"""Write failures reported in one line wherever they happen (radsight's own writes say so already)."""
 """predict prints every label's probability up to this many labels, else the top label's only."""
 
 
@@ -156,8 +163,13 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RadsightError as error:
-            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            message = str(error)
+        except OSError as error:
+            if error.errno not in FULL_DISK:
+                raise
+            message = f"{error.filename or 'an output file'}: cannot write ({error.strerror.lower()})"
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -192,14 +204,20 @@ def _train_and_evaluate(
     recipe = load_recipe(recipe_path, overrides)
     if resume and force:
         raise ConfigError("--resume continues the run in --out and --force starts it over: pass one of them")
-    if is_launching_process():  # DDP ranks re-run the command on the folder their launcher prepared
-        if force and (removed := clear_run_folder(out)):
-            log.info("--force: removed %s from %s", ", ".join(removed), out)
-        check_out_dir(out, resume)
-    quiet_trainer_logs()
-    from radsight.train import train_and_evaluate
+    launching = is_launching_process()  # DDP ranks re-run the command on the folder their launcher prepared
+    if launching:
+        check_run_folder(out, resume=resume, force=force)
+        if resume:
+            check_resumable(recipe, out)
+    with locked_folder(out) if launching else nullcontext():
+        if launching:
+            if force and (removed := clear_run_folder(out)):
+                log.info("--force: removed %s from %s", ", ".join(removed), out)
+            check_out_dir(out, resume)
+        quiet_trainer_logs()
+        from radsight.train import train_and_evaluate
 
-    _, metrics = train_and_evaluate(recipe, out, resume=resume, evaluate_test=evaluate)
+        _, metrics = train_and_evaluate(recipe, out, resume=resume, evaluate_test=evaluate)
     if metrics is not None:
         _print_headline(metrics, out)
 
@@ -275,7 +293,7 @@ def evaluate(
     their maps and attention only. The bootstrap is seeded by the model's recipe, as at training time.
     """
     read_export_config(model)
-    from radsight.config import SourceSpec
+    from radsight.config import SourceSpec, parse_recipe, recipe_as_written
     from radsight.data.assemble import (
         SPLITS_FILE,
         LabelledUnion,
@@ -293,8 +311,8 @@ def evaluate(
     recipe = _recipe_for_evaluation(recipe, overrides)
     set_torch_threads(recipe.trainer.threads, workers=0)
     config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
-    if source is None:
-        check_recipe(recipe)
+    if source is None:  # the run's own test split: the data its recipe names, ${VAR} read from here
+        recipe = check_recipe(parse_recipe(recipe_as_written(recipe), str(model / "config.json")))
         dataset = build_splits(recipe.data, recipe.seed, stored=model / SPLITS_FILE, required=["test"]).test
         title = f"{recipe.name}: test split"
     else:
@@ -324,8 +342,8 @@ def evaluate(
 
 def _recipe_for_evaluation(recipe: Recipe, overrides: list[str]) -> Recipe:
     """The model's recipe with ``--set`` overrides of its data and evaluation sections (the rest is
-    fixed by the trained weights)."""
-    from radsight.config import apply_overrides, parse_recipe
+    fixed by the trained weights), ``${VAR}`` still as written."""
+    from radsight.config import apply_overrides, parse_recipe, recipe_as_written
 
     if not overrides:
         return recipe
@@ -336,7 +354,8 @@ def _recipe_for_evaluation(recipe: Recipe, overrides: list[str]) -> Recipe:
                 f"--set {key}: evaluate overrides the model recipe's data.* or evaluation.* fields; "
                 "pass a data source's options with --option key=value"
             )
-    return parse_recipe(apply_overrides(recipe.model_dump(mode="json"), overrides), "the model's recipe")
+    raw = apply_overrides(recipe_as_written(recipe), overrides)
+    return parse_recipe(raw, "the model's recipe", expand=False)
 
 
 def _regions(items: list[str]) -> dict[str, tuple[str, ...]]:
@@ -576,7 +595,8 @@ def curve(
     except ValueError:
         raise ConfigError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
     quiet_trainer_logs()
-    payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
+    with locked_folder(out):
+        payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
     for name, points in payload["recipes"].items():
         Console().print(
             name,
@@ -598,7 +618,8 @@ def ablate(
     from radsight.studies.ablation import run_ablation
 
     quiet_trainer_logs()
-    run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
+    with locked_folder(out):
+        run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
     Console().print((out / "ablation.md").read_text())
 
 

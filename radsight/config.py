@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from radsight.errors import ConfigError
 from radsight.explain.names import Method as ExplanationMethod
@@ -26,9 +34,10 @@ from radsight.explain.names import Normalisation
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors, so a typo in a recipe never silently falls back to a default."""
+    """Unknown keys are errors, so a typo in a recipe never silently falls back to a default; so are
+    infinite and NaN numbers (an infinite learning rate passes every lower bound)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 Options = TypeVar("Options", bound=BaseModel)
@@ -53,6 +62,10 @@ PRECISIONS = Literal[
     "bf16",
 ]
 """The precision strings Lightning's Trainer accepts."""
+
+BATCH_CASTING_PRECISIONS = ("16-true", "bf16-true", "64-true", "64")
+"""Precisions for which Lightning casts every batch itself, which radsight's batch records do not allow
+(mixed precision casts inside the model instead)."""
 
 ACCELERATORS = Literal["auto", "cpu", "cuda", "gpu", "mps", "tpu"]
 """Lightning's registered accelerators plus its aliases ``auto`` and ``gpu``."""
@@ -184,6 +197,16 @@ class TrainerConfig(Strict):
             raise ValueError(f"a count from 1, -1 (all) or a string such as 'auto', not {value}")
         return value
 
+    @field_validator("precision")
+    @classmethod
+    def _precision_radsight_runs(cls, value: str) -> str:
+        if value in BATCH_CASTING_PRECISIONS:
+            raise ValueError(
+                f"{value!r} makes Lightning cast each batch, which radsight's batches do not support; "
+                "use 32-true, 16-mixed or bf16-mixed"
+            )
+        return value
+
     @field_validator("limit_train_batches")
     @classmethod
     def _batches_limit(cls, value: int | float | None) -> int | float | None:
@@ -241,7 +264,17 @@ class EvaluationConfig(Strict):
         return raw
 
 
+TemplatePath = tuple[str | int, ...]
+"""Where a string sits in a recipe: its keys and list positions from the top."""
+
+
 class Recipe(Strict):
+    """A whole recipe, ``${VAR}`` already read from the environment. The strings that held variables are
+    kept as written (:func:`recipe_as_written`), so what a run folder stores names the variable, never
+    its value (a secret, or a path of the machine it ran on)."""
+
+    _templates: dict[TemplatePath, str] = PrivateAttr(default_factory=dict)
+
     name: str
     method: str = "supervised"
     task: Literal["multilabel", "multiclass"] = "multilabel"
@@ -277,6 +310,23 @@ def expand_env(value: str) -> str:
     return _ENV_PATTERN.sub(substitute, value)
 
 
+def read_yaml(text: str, origin: str) -> Any:
+    """YAML as plain values, refusing aliases (``*name``) before anything is built: nested aliases
+    expand exponentially (a few hundred bytes can stand for gigabytes), and a recipe never needs them."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1
+                raise ConfigError(
+                    f"{origin}: line {line}: YAML aliases (*{event.anchor}) are not accepted; "
+                    "write the value out"
+                )
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())
+        raise ConfigError(f"{origin}: not valid YAML ({problem})") from None
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides; values are parsed as YAML (numbers, lists, booleans)."""
     for item in overrides:
@@ -293,7 +343,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             else:
                 raise ConfigError(f"--set {key}: {part!r} is not a section of the recipe")
         last = parts[-1]
-        value = yaml.safe_load(text)
+        value = read_yaml(text, f"--set {key}")
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value
         elif isinstance(node, dict):
@@ -301,6 +351,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         else:
             raise ConfigError(f"--set {key}: cannot set {last!r} there")
     return raw
+
+
+def _templates(value: Any, where: TemplatePath = ()) -> dict[TemplatePath, str]:
+    """Every string of ``value`` that names an environment variable, by its place."""
+    if isinstance(value, str):
+        return {where: value} if _ENV_PATTERN.search(value) else {}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return {place: text for key, item in items for place, text in _templates(item, (*where, key)).items()}
 
 
 def _expand_all(value: Any) -> Any:
@@ -313,12 +371,33 @@ def _expand_all(value: Any) -> Any:
     return value
 
 
-def parse_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
-    """Validate a recipe dict (``${VAR}`` expanded in every string), as one readable error if invalid."""
+def parse_recipe(raw: dict[str, Any], origin: str = "recipe", *, expand: bool = True) -> Recipe:
+    """Validate a recipe dict (``${VAR}`` expanded in every string), as one readable error if invalid.
+
+    ``expand`` False keeps the variables as written: a model folder's recipe, read to rebuild the model
+    and to predict, which needs none of the data paths they stand for."""
     try:
-        return Recipe.model_validate(_expand_all(raw))
+        recipe = Recipe.model_validate(_expand_all(raw) if expand else raw)
     except ValidationError as error:
         raise ConfigError(f"{origin}: invalid recipe ({validation_problems(error)})") from None
+    recipe._templates = _templates(raw)
+    return recipe
+
+
+def recipe_as_written(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain values (defaults filled in) with each ``${VAR}`` string as it was written:
+    what ``recipe.yaml`` and ``config.json`` store."""
+    dumped = recipe.model_dump(mode="json")
+    for place, text in recipe._templates.items():
+        node: Any = dumped
+        try:
+            for key in place[:-1]:
+                node = node[key]
+            if isinstance(node[place[-1]], str):
+                node[place[-1]] = text
+        except (KeyError, IndexError, TypeError):
+            continue  # a place the schema dropped or reshaped: nothing of the variable's value is there
+    return dumped
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -326,9 +405,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the recipe ({error})") from None
+    raw = read_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
     return parse_recipe(apply_overrides(raw, overrides or []), str(path))

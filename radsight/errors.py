@@ -20,3 +20,12 @@ class DataError(RadsightError):
 
 class ConfigError(RadsightError):
     """A recipe or command-line option is invalid."""
+
+
+class OutputError(RadsightError):
+    """An output file cannot be written (disk full, quota, permission); the message names the file."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

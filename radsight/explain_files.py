@@ -20,6 +20,7 @@ from radsight.explain.cam import explain
 from radsight.explain.faithfulness import Activation, deletion_curve, insertion_curve
 from radsight.explain.overlay import save_grid
 from radsight.infer import LoadedModel, PreparedFile, infer
+from radsight.run_folder import output_stems
 
 
 def score_activation(model: LoadedModel) -> Activation:
@@ -51,7 +52,8 @@ def explain_files(
     inputs = [model.prepare(path) for path in files]  # a bad file stops the run before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for item in track(inputs, description="explaining"):
+    stems = output_stems([item.name for item in inputs])
+    for item, stem in zip(track(inputs, description="explaining"), stems, strict=True):
         prediction = infer(model, item, with_map=False)
         probs, target = prediction.probs, prediction.top
         scores, pictures = {}, []
@@ -62,7 +64,7 @@ def explain_files(
                 f"del {scores[how]['deletion_auc']:.2f} ins {scores[how]['insertion_auc']:.2f}"
             )
             pictures.append(item.draw(heat, title))
-        picture = save_grid([pictures], out_dir / f"{Path(item.name).stem}.explain.png")
+        picture = save_grid([pictures], out_dir / f"{stem}.explain.png")
         rows.append(
             {
                 "path": item.name,

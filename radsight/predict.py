@@ -9,9 +9,11 @@ from typing import Any
 from PIL import Image
 from rich.progress import track
 
-from radsight.checkpoints import write_json
+from radsight.atomic import atomic_write, remove_stale_temporaries, write_json
 from radsight.errors import ConfigError, DataError
-from radsight.infer import LoadedModel, infer
+from radsight.folder_lock import locked_folder
+from radsight.infer import LoadedModel, PreparedFile, infer
+from radsight.run_folder import output_stems
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,9 @@ def predict_files(
     dicom: bool = False,
 ) -> dict[str, Any]:
     """Write ``predictions.json`` (per-file probabilities, per label whether it reaches the model's
-    operating point, and warnings) and ``<stem>.overlay.png`` per file; return what predictions.json
-    holds. With ``dicom``, every file must be DICOM, and its SR, overlay and map are written as
+    operating point, and warnings) and ``<stem>.overlay.png`` per file (``<stem>-2`` for a second file of
+    the same name); return what predictions.json holds. ``out_dir`` is locked while it is written. With
+    ``dicom``, every file must be DICOM, and its SR, overlay and map are written as
     ``<stem>.<sr|overlay|map>.dcm`` too (see :mod:`radsight.dicom.out`).
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
@@ -54,21 +57,39 @@ def predict_files(
     if refuse_foreign and foreign:
         others = f" (and {len(foreign) - 1} more of the {len(inputs)} files)" if len(foreign) > 1 else ""
         raise DataError(foreign[0].name, f"refused, {'; '.join(foreign[0].warnings)}{others}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with locked_folder(out_dir):
+        remove_stale_temporaries(out_dir)
+        return _write_predictions(model, model_dir, inputs, out_dir, how, headers, identity)
+
+
+def _write_predictions(
+    model: LoadedModel,
+    model_dir: Path,
+    inputs: list[PreparedFile],
+    out_dir: Path,
+    how: str,
+    headers: list[Any],
+    identity: Any,
+) -> dict[str, Any]:
     rows = []
-    for index, item in enumerate(track(inputs, description="predicting")):
+    stems = output_stems([item.name for item in inputs])
+    for index, (item, stem) in enumerate(zip(track(inputs, description="predicting"), stems, strict=True)):
         prediction = infer(model, item, how=how)
         assert prediction.map is not None
-        overlay_path = out_dir / f"{Path(item.name).stem}.overlay.png"
-        Image.fromarray(item.draw(prediction.map, prediction.headline, prediction.regions)).save(overlay_path)
+        overlay_path = out_dir / f"{stem}.overlay.png"
+        picture = Image.fromarray(item.draw(prediction.map, prediction.headline, prediction.regions))
+        atomic_write(overlay_path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
         regions = prediction.regions
         written = []
         if identity is not None:
             from radsight.dicom.out import KINDS, results
 
             for kind, dataset in zip(KINDS, results(prediction, headers[index], identity), strict=True):
-                written.append(f"{Path(item.name).stem}.{kind}.dcm")
-                dataset.save_as(out_dir / written[-1], enforce_file_format=True)
+                written.append(f"{stem}.{kind}.dcm")
+                atomic_write(
+                    out_dir / written[-1],
+                    lambda tmp, dataset=dataset: dataset.save_as(tmp, enforce_file_format=True),
+                )
         rows.append(
             {
                 "path": item.name,
@@ -80,7 +101,7 @@ def predict_files(
                 "regions": None if regions is None else regions.round().int().tolist(),
                 "mirrored_for_the_model": prediction.mirrored,
                 "warnings": prediction.warnings,
-                **({"dicom": written} if dicom else {}),
+                **({"dicom": written} if identity is not None else {}),
             }
         )
     payload = {

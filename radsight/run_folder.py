@@ -1,6 +1,7 @@
 """What a run folder holds, readable without torch, so that commands check their folders before they
-import anything heavy: the inference export's config, whether a folder is free for a new run, and the
-entries radsight writes there (``--force`` removes those and nothing else).
+import anything heavy: the inference export's config, whether a folder is free for a new run, whether a
+recipe may resume the run stored there, the entries radsight writes there (``--force`` removes those and
+nothing else), and the names under it that a recipe or a user chooses (kept inside it).
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from radsight.errors import ConfigError
+
+if TYPE_CHECKING:
+    from radsight.config import Recipe
 
 EXPORT_FORMAT = 1
 RECIPE_FILE = "recipe.yaml"
@@ -84,6 +88,97 @@ def is_launching_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
+def inside(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` where ``name`` (a recipe name, a variant's name) is one plain folder name, so
+    that nothing a recipe says can put outputs outside the folder the user gave."""
+    if name in ("", ".", "..") or Path(name).parts != (name,) or any(c in name for c in "/\\\0"):
+        raise ConfigError(
+            f"{what} {name!r} cannot name a folder under {folder}: use a plain name without "
+            "'/', '\\', '..' or a leading '/'"
+        )
+    return folder / name
+
+
+def output_stems(names: list[str]) -> list[str]:
+    """One output name stem per input file, distinct: the file's stem, with ``-2``, ``-3``... where files
+    of the same name come from different folders (so one's overlay never overwrites another's)."""
+    used: set[str] = set()
+    stems = []
+    for name in names:
+        stem = candidate = Path(name).stem or "file"
+        count = 1
+        while candidate in used:
+            count += 1
+            candidate = f"{stem}-{count}"
+        used.add(candidate)
+        stems.append(candidate)
+    return stems
+
+
+RESUME_MAY_CHANGE = frozenset({"trainer.progress_bar", "trainer.threads", "data.num_workers"})
+"""Recipe fields a resumed run may set differently: how it runs, never what it computes."""
+
+
+def _flat(value: Any, where: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list) and value:
+        items = enumerate(value)
+    else:
+        return {where: value}
+    return {place: v for key, item in items for place, v in _flat(item, f"{where}.{key}".lstrip(".")).items()}
+
+
+def stored_recipe(out_dir: Path) -> Recipe:
+    """The recipe a run folder's ``recipe.yaml`` stores, ``${VAR}`` read from the environment."""
+    from radsight.config import parse_recipe, read_yaml
+
+    path = out_dir / RECIPE_FILE
+    raw = read_yaml(path.read_text(), str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    return parse_recipe(raw, str(path))
+
+
+def check_resumable(recipe: Recipe, out_dir: Path) -> None:
+    """A run resumes with the recipe and flags it started with: refused in one line naming the fields
+    that differ from its ``recipe.yaml`` (more data, other epochs, another seed would make the finished
+    epochs and the stored split part of another experiment). A field counts as the same when it is
+    written the same (``${VAR}`` included) or has the same value."""
+    from radsight.config import recipe_as_written
+
+    stored = stored_recipe(out_dir)
+    pairs = [(recipe_as_written(r), r.model_dump(mode="json")) for r in (stored, recipe)]
+    (stored_written, stored_value), (given_written, given_value) = (tuple(map(_flat, p)) for p in pairs)
+    changed = [
+        key
+        for key in sorted(set(stored_written) | set(given_written))
+        if key not in RESUME_MAY_CHANGE
+        and stored_written.get(key) != given_written.get(key)
+        and stored_value.get(key) != given_value.get(key)
+    ]
+    if changed:
+        shown = ", ".join(f"{k} ({stored_value.get(k)!r} -> {given_value.get(k)!r})" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(
+            f"{out_dir / RECIPE_FILE}: --resume continues the run as it started, but the recipe and "
+            f"flags differ at {shown}{more}; resume with the run's own recipe and flags, or start over "
+            "with --force or another --out"
+        )
+
+
+def check_run_folder(out_dir: Path, *, resume: bool, force: bool) -> None:
+    """What ``train`` may do with ``out_dir``: ``--force`` needs a run folder or none (a folder of other
+    files is not cleared), ``--resume`` a run to continue, otherwise no run in the way."""
+    if force:
+        if out_dir.exists() and not (out_dir / RECIPE_FILE).is_file():
+            raise ConfigError(
+                f"{out_dir}: not a radsight run folder (no {RECIPE_FILE}); --force only starts a run over"
+            )
+        return
+    check_out_dir(out_dir, resume)
+
+
 def check_out_dir(out_dir: Path, resume: bool) -> None:
     """A new run needs a folder without a run in it; ``resume`` needs one with a run."""
     if resume:
@@ -100,12 +195,9 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
 def clear_run_folder(out_dir: Path) -> list[str]:
     """Remove what radsight wrote in ``out_dir`` (:data:`RUN_ENTRIES`), keeping every other file; a
     folder without a ``recipe.yaml`` is not a run folder and is refused. Returns the removed names."""
+    check_run_folder(out_dir, resume=False, force=True)
     if not out_dir.exists():
         return []
-    if not (out_dir / RECIPE_FILE).is_file():
-        raise ConfigError(
-            f"{out_dir}: not a radsight run folder (no {RECIPE_FILE}); --force only starts a run over"
-        )
     removed = []
     for name in RUN_ENTRIES:
         entry = out_dir / name

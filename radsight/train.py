@@ -1,14 +1,19 @@
 """Run a recipe: build data and method, train each stage in order with resumable checkpoints, export,
 then evaluate on the test split the model never saw.
 
+Every epoch draws its randomness (shuffling, augmentation, dropout) from a seed of its own, derived from
+the recipe seed, the stage and the epoch, so a run killed and resumed trains exactly as one that was
+never interrupted.
+
 Layout of a run folder:
-  recipe.yaml             the recipe as resolved (overrides applied)
+  recipe.yaml             the recipe with overrides applied, ``${VAR}`` as written; --resume continues
+                          only with the same recipe and flags
   splits.json             train/val/test indices (by patient) and the image each index names; read back by
                           --resume and by evaluation of the run's own test split
   patients.json           the patient ids of each split (evaluation elsewhere leaves train/val ones out)
   stages/<stage>/last.ckpt    Lightning checkpoint after the latest finished epoch (for --resume)
   stages/<stage>/done.json    written when the stage has finished; its weights are in stage.safetensors
-  train_log.jsonl         one line per finished epoch
+  train_log.jsonl         one line per finished epoch (an epoch redone after a kill replaces its line)
   model.safetensors, config.json   the inference export
   input_profile.json      what the training images looked like (prediction warns about files unlike them)
   operating_points.json   per-label thresholds chosen on the val split's predictions after the last stage
@@ -20,6 +25,8 @@ import json
 import logging
 import os
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,27 +35,45 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from radsight.checkpoints import AtomicCheckpointIO, export_model, load_weights, save_weights, write_json
-from radsight.config import Recipe, TrainerConfig
+from radsight.atomic import remove_stale_temporaries, write_text
+from radsight.checkpoints import (
+    AtomicCheckpointIO,
+    check_resume_checkpoint,
+    export_model,
+    load_weights,
+    save_weights,
+    write_json,
+)
+from radsight.config import Recipe, TrainerConfig, recipe_as_written
 from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
+from radsight.data.epoch_order import EpochOrder, SeededItems
 from radsight.data.input_profile import training_profile
 from radsight.data.sample import make_loader
 from radsight.errors import ConfigError
 from radsight.evaluate import collect, evaluate
+from radsight.folder_lock import locked_folder
 from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
 from radsight.operating_points import OperatingPoints, choose_operating_points, write_operating_points
-from radsight.run_folder import INPUT_PROFILE_FILE, RECIPE_FILE, check_out_dir, is_launching_process
+from radsight.run_folder import (
+    INPUT_PROFILE_FILE,
+    RECIPE_FILE,
+    check_out_dir,
+    check_resumable,
+    is_launching_process,
+)
 from radsight.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
 
 class EpochLog(Callback):
-    """Append one JSON line per finished epoch (rank 0), so progress survives a kill."""
+    """Write one JSON line per finished epoch (rank 0), so progress survives a kill. The line is written
+    before the epoch's checkpoint: an epoch redone after a kill between the two replaces its line."""
 
     def __init__(self, path: Path, stage: str) -> None:
         self.path = path
@@ -71,10 +96,45 @@ class EpochLog(Callback):
             "seconds": round(time.perf_counter() - self.started, 2),
             **metrics,
         }
-        with self.path.open("a") as stream:
-            stream.write(json.dumps(line) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+        earlier = self.path.read_text().splitlines() if self.path.is_file() else []
+        kept = [text for text in earlier if not self._redone(text, line["epoch"])]
+        write_text(self.path, "".join(text + "\n" for text in [*kept, json.dumps(line)]))
+
+    def _redone(self, text: str, epoch: int) -> bool:
+        """Whether a logged line is this stage's at ``epoch`` or later (an epoch being done again)."""
+        entry = json.loads(text)
+        return entry.get("stage") == self.stage and entry.get("epoch", -1) >= epoch
+
+
+class RepeatableEpochs(Callback):
+    """Start every epoch in the same state whether the run was resumed or not, so that a resumed run
+    repeats the uninterrupted one bit for bit. Lightning restores weights, optimiser and schedule, but
+    neither the random generators nor, from a checkpoint written at an epoch's end, that epoch's step of
+    the learning-rate schedule.
+
+    The epoch's order and augmentations come from :class:`EpochOrder` (told the epoch here as well,
+    for the distributed sampler Lightning wraps it in). At each epoch's start the epoch-wise schedules
+    (cosine) catch up on steps they missed, and every random generator is seeded from (recipe seed,
+    stage, epoch) for what the training steps draw (dropout). A plateau schedule cannot catch up (the
+    metric it steps on is not in the checkpoint): it may lag by one step after a resume.
+    """
+
+    def __init__(self, seed: int, stage_index: int, order: EpochOrder) -> None:
+        self.seed = seed
+        self.stage_index = stage_index
+        self.order = order
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.order.set_epoch(trainer.current_epoch)
+        for config in trainer.lr_scheduler_configs:
+            if config.interval == "epoch" and not config.reduce_on_plateau:
+                while config.scheduler.last_epoch < trainer.current_epoch // config.frequency:
+                    with warnings.catch_warnings():  # "step before optimizer.step": it did step, before
+                        warnings.simplefilter("ignore", UserWarning)
+                        config.scheduler.step()
+        entropy = [self.seed, self.stage_index, trainer.current_epoch, 1]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        L.seed_everything(seed, workers=True, verbose=False)
 
 
 @dataclass
@@ -86,45 +146,79 @@ class TrainResult:
 
 
 def _check_accelerator(trainer: TrainerConfig) -> None:
-    """A recipe for GPUs parses anywhere; training it on a machine without one is refused here."""
+    """A recipe for GPUs parses anywhere; training it on a machine without one is refused here, and so
+    are more CPU training processes than the machine has CPUs (each is a full copy of the run)."""
     if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator: {trainer.accelerator!r} needs a GPU and torch finds none here; "
             "use --set trainer.accelerator=cpu (or auto)"
         )
+    on_cpu = trainer.accelerator == "cpu" or (trainer.accelerator == "auto" and not torch.cuda.is_available())
+    cpus = os.cpu_count() or 1
+    if on_cpu and isinstance(trainer.devices, int) and trainer.devices > cpus:
+        raise ConfigError(
+            f"trainer.devices: {trainer.devices} training processes on a machine with {cpus} CPUs; "
+            f"use at most {cpus}"
+        )
 
 
 def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callback]) -> L.Trainer:
+    """Lightning's Trainer for one stage; settings it refuses (a strategy it does not know, a precision
+    this machine cannot run, more devices than there are) are one ConfigError line."""
     cfg = recipe.trainer
     kwargs: dict[str, Any] = {}
     if cfg.limit_train_batches is not None:
         kwargs["limit_train_batches"] = cfg.limit_train_batches
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-        gradient_clip_val=cfg.gradient_clip_val,
-        default_root_dir=stage_dir,
-        callbacks=[ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_epochs=1), *callbacks],
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
+    checkpoint = ModelCheckpoint(
+        dirpath=stage_dir, save_last=True, every_n_epochs=1, save_on_train_epoch_end=True
     )
+    try:
+        return L.Trainer(
+            max_epochs=epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            gradient_clip_val=cfg.gradient_clip_val,
+            default_root_dir=stage_dir,
+            callbacks=[checkpoint, *callbacks],
+            plugins=[AtomicCheckpointIO()],
+            logger=False,
+            enable_progress_bar=cfg.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            **kwargs,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as error:
+        problem = " ".join(str(error).split())[:300]
+        raise ConfigError(f"trainer: Lightning refuses these settings on this machine ({problem})") from None
 
 
-def stage_loaders(method: Method, splits: DataSplits, stage: str) -> tuple[DataLoader, DataLoader | None]:
-    """The training loader of ``stage``'s pool (see ``StageData``) and the val loader (None when the
-    recipe has no val split)."""
+def _check_finite(method: Method, stage: str, index: int) -> None:
+    """A stage whose weights became NaN or infinite (a learning rate far too high) is refused before
+    anything is written from it."""
+    broken = [name for name, value in method.state_dict().items() if not torch.isfinite(value).all()]
+    if broken:
+        raise ConfigError(
+            f"stage {stage!r} diverged: {len(broken)} weight tensor(s) hold NaN or infinite values "
+            f"(e.g. {broken[0]}); lower stages.{index}.lr and start the run over with --force"
+        )
+
+
+def stage_loaders(
+    method: Method, splits: DataSplits, stage: str, order: tuple[int, int, int] = (0, 0, 0)
+) -> tuple[DataLoader, DataLoader | None]:
+    """The training loader of ``stage``'s pool (see ``StageData``), dealt by :class:`EpochOrder` from
+    ``order`` (recipe seed, stage index, first epoch), and the val loader (None when the recipe has no
+    val split)."""
     data, chosen = splits.data, method.stage_data(stage)
     log.info("stage %s trains on the %s pool", stage, chosen.pool)
     train_set = splits.pool(chosen.pool, chosen.augment)
-    train_loader = make_loader(train_set, data.batch_size, shuffle=True, num_workers=data.num_workers)
+    sampler = EpochOrder(len(train_set), *order)
+    train_loader = make_loader(
+        SeededItems(train_set), data.batch_size, shuffle=False, num_workers=data.num_workers, sampler=sampler
+    )
     if not len(splits.val):
         return train_loader, None
     return train_loader, make_loader(splits.val, data.batch_size, shuffle=False, num_workers=data.num_workers)
@@ -146,18 +240,32 @@ def train(
     recipe: Recipe, out_dir: str | Path, resume: bool = False, *, require_test: bool = True
 ) -> TrainResult:
     """Train every stage of ``recipe`` into ``out_dir``; with ``resume``, finished work is kept and the
-    stored split is used. The recipe is checked whole before any data is read. ``require_test`` False
-    accepts a recipe without a test split (nothing will be evaluated)."""
+    stored split is used, and the recipe must be the one the run started with. The recipe is checked
+    whole before any data is read. ``require_test`` False accepts a recipe without a test split (nothing
+    will be evaluated). The folder is locked for this process while it trains."""
     out_dir = Path(out_dir)
     check_recipe(recipe)
     _check_accelerator(recipe.trainer)
     launching = is_launching_process()
     if launching:
         check_out_dir(out_dir, resume)
+        if resume:
+            check_resumable(recipe, out_dir)
+    with locked_folder(out_dir) if launching else nullcontext():
+        folders = [out_dir, *(out_dir / "stages" / stage.name for stage in recipe.stages)]
+        if launching and (stale := remove_stale_temporaries(*folders)):
+            log.info("removed %d unfinished temporary file(s) of an interrupted run", len(stale))
+        return _train_stages(recipe, out_dir, resume, require_test, launching)
+
+
+def _train_stages(
+    recipe: Recipe, out_dir: Path, resume: bool, require_test: bool, launching: bool
+) -> TrainResult:
     devices = recipe.trainer.devices
     set_torch_threads(
         recipe.trainer.threads, recipe.data.num_workers, devices if isinstance(devices, int) else 1
     )
+    _trainer(recipe, out_dir / "stages", 1, [])  # Lightning's own checks, before any data is read
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = build_splits(
         recipe.data,
@@ -168,11 +276,11 @@ def train(
     method = build_method(recipe, splits.label_names)
     if launching and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / RECIPE_FILE).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        write_text(out_dir / RECIPE_FILE, yaml.safe_dump(recipe_as_written(recipe), sort_keys=False))
         write_json(out_dir / SPLITS_FILE, splits.to_json())
         write_json(out_dir / "patients.json", splits.patients)
     is_global_zero = True
-    for stage in recipe.stages:
+    for index, stage in enumerate(recipe.stages):
         stage_dir = out_dir / "stages" / stage.name
         method.set_stage(stage.name)
         if (stage_dir / "done.json").is_file():
@@ -180,17 +288,23 @@ def train(
             load_weights(method, stage_dir / "stage.safetensors")
             continue
         last = stage_dir / "last.ckpt"
-        trainer = _trainer(
-            recipe, stage_dir, stage.epochs, [EpochLog(out_dir / "train_log.jsonl", stage.name)]
+        resume_from = last if resume and last.is_file() else None
+        first_epoch = (
+            0 if resume_from is None else check_resume_checkpoint(resume_from, method, stage.name) + 1
         )
-        train_loader, val_loader = stage_loaders(method, splits, stage.name)
-        trainer.fit(
-            method,
-            train_loader,
-            val_loader,
-            ckpt_path=last if resume and last.is_file() else None,
-            weights_only=True,
+        train_loader, val_loader = stage_loaders(
+            method, splits, stage.name, (recipe.seed, index, first_epoch)
         )
+        callbacks = [
+            RepeatableEpochs(recipe.seed, index, train_loader.sampler),
+            EpochLog(out_dir / "train_log.jsonl", stage.name),
+        ]
+        trainer = _trainer(recipe, stage_dir, stage.epochs, callbacks)
+        try:
+            trainer.fit(method, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
+        except MisconfigurationException as error:  # a setting that fails only against the data
+            raise ConfigError(f"trainer: {' '.join(str(error).split())}") from None
+        _check_finite(method, stage.name, index)
         is_global_zero = trainer.is_global_zero
         if is_global_zero:
             save_weights(method, stage_dir / "stage.safetensors")

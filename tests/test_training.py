@@ -15,10 +15,11 @@ from typing import ClassVar
 import pytest
 import torch
 from conftest import TINY_TRAINING, run_cli
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from radsight.config import DataConfig, SourceSpec, StageConfig, StageData, parse_recipe
 from radsight.data.assemble import build_splits
+from radsight.data.epoch_order import EpochOrder
 from radsight.data.sample import collate
 from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.errors import ConfigError
@@ -208,8 +209,8 @@ def test_without_val_images_the_thresholds_fall_back_to_one_half_and_say_so():
 def test_a_stage_without_a_data_section_keeps_the_labelled_loaders():
     splits, method = _splits_and_method([{"name": "classify"}])
     train_loader, val_loader = stage_loaders(method, splits, "classify")
-    assert train_loader.dataset is splits.train and val_loader.dataset is splits.val
-    assert isinstance(train_loader.sampler, RandomSampler)
+    assert train_loader.dataset.dataset is splits.train and val_loader.dataset is splits.val
+    assert isinstance(train_loader.sampler, EpochOrder)
     assert isinstance(val_loader.sampler, SequentialSampler)
     assert train_loader.batch_size == val_loader.batch_size == 8
 
@@ -239,11 +240,11 @@ class PretextFirst(SupervisedClassifier):
 def test_a_method_declares_a_default_pool_per_stage_and_a_recipe_overrides_it():
     splits, method = _splits_and_method([{"name": "linear"}, {"name": "classify"}], PretextFirst)
     assert method.stage_data("linear") == StageData(pool="unlabelled", augment=False)
-    assert stage_loaders(method, splits, "classify")[0].dataset is splits.train
+    assert stage_loaders(method, splits, "classify")[0].dataset.dataset is splits.train
     assert len(stage_loaders(method, splits, "linear")[0].dataset) == len(splits.train_split)
     _, chosen = _splits_and_method([{"name": "linear", "data": {"pool": "labelled"}}], PretextFirst)
     assert chosen.stage_data("linear") == StageData(pool="labelled")
-    assert stage_loaders(chosen, splits, "linear")[0].dataset is splits.train
+    assert stage_loaders(chosen, splits, "linear")[0].dataset.dataset is splits.train
 
 
 def test_an_unknown_pool_names_the_stage_key():

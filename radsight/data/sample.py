@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from radsight.errors import DataError
 
@@ -206,9 +206,18 @@ def collate(items: list[Sample | None], pad_id: int = 0) -> Batch:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0, pad_id: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    pad_id: int = 0,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A loader of :class:`Batch` (absent annotations stay absent), used by training and evaluation."""
+    """A loader of :class:`Batch` (absent annotations stay absent), used by training and evaluation.
+
+    ``sampler`` deals the indices instead of the dataset's order. A loader that does not shuffle draws
+    its workers' seed from a generator of its own, so creating one (a validation pass) never moves the
+    global random state that the training steps draw from (dropout)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -217,4 +226,6 @@ def make_loader(
         collate_fn=partial(collate, pad_id=pad_id),
         persistent_workers=num_workers > 0,
         drop_last=False,
+        sampler=sampler,
+        generator=None if shuffle else torch.Generator(),
     )

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from radsight.atomic import atomic_write
 from radsight.explain.names import NORMALISATIONS, Normalisation
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -150,8 +151,7 @@ def save_grid(
         for c, tile in enumerate(row):
             grid.paste(Image.fromarray(tile), (gap + c * (cell_w + gap), band + gap + r * (cell_h + gap)))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path, format="PNG")
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
     return path
 
 

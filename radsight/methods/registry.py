@@ -8,12 +8,13 @@ so that neither has to import the other.
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from radsight.checkpoints import load_weights
-from radsight.config import Recipe
+from radsight.config import Recipe, parse_recipe, recipe_as_written
 from radsight.data.assemble import source_options
 from radsight.errors import ConfigError
 from radsight.methods.base import Method
@@ -64,15 +65,38 @@ def export_config(recipe: Recipe, label_names: list[str]) -> dict[str, Any]:
         "task": recipe.task,
         "label_names": label_names,
         "image_size": list(recipe.data.image_size),
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe_as_written(recipe),
     }
+
+
+_FETCHED_NAME = re.compile(r"^(?!torchvision:)[A-Za-z][\w-]*:")
+"""An option naming where to fetch a model from (timm's ``hf-hub:``, ``local-dir:``), not what to build."""
+
+
+def _fetched_names(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        return [f"{where}: {value!r}"] if _FETCHED_NAME.match(value) else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [found for key, item in items for found in _fetched_names(item, f"{where}.{key}")]
 
 
 def load_method(model_dir: str | Path) -> tuple[Method, Recipe]:
     """Rebuild a trained method from its export (safetensors + JSON, no unpickling), with the operating
-    points stored beside it (``method.operating_points``, None for an export without them)."""
+    points stored beside it (``method.operating_points``, None for an export without them).
+
+    Nothing the export's config names is fetched or opened: initial-weights files are skipped (the
+    trained weights replace them), a backbone named by where to fetch it (``hf-hub:``) is refused, and
+    ``${VAR}`` strings stay as written (only evaluation of the run's own split reads its data paths)."""
     config = read_export_config(model_dir)
-    recipe = Recipe.model_validate(config["recipe"])
+    config_path = Path(model_dir) / "config.json"
+    if not isinstance(config.get("recipe"), dict) or not isinstance(config.get("label_names"), list):
+        raise ConfigError(f"{config_path}: no recipe and label names (not a radsight export)")
+    recipe = parse_recipe(config["recipe"], str(config_path), expand=False)
+    if fetched := _fetched_names(recipe.model, "recipe.model"):
+        raise ConfigError(
+            f"{config_path}: {fetched[0]} names a download or a folder to build the model from; a model "
+            "folder's backbone must be a built-in architecture (radsight never fetches one for inference)"
+        )
     method = build_method(recipe, config["label_names"], pretrained=False)
     load_weights(method, Path(model_dir) / "model.safetensors")
     method.operating_points = read_operating_points(model_dir)

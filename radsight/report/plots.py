@@ -21,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from radsight.atomic import atomic_write
+
 DPI = 100
 SIZE = (6.4, 5.6)
 UNDEFINED = "undefined: one class in test set"
@@ -38,8 +40,7 @@ def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
 
 def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=DPI)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))
     return path
 
 

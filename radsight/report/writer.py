@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from radsight.atomic import write_text
 from radsight.explain.names import NORMALISATIONS, Normalisation
 from radsight.metrics.bootstrap import EXCLUDES_ESTIMATE as EXCLUDES_KEY
 from radsight.metrics.saliency import MIT_JITTER
@@ -168,6 +169,6 @@ def write_report(
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
     )
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text("\n".join(md))
-    html_path.write_text(page)
+    write_text(md_path, "\n".join(md))
+    write_text(html_path, page)
     return md_path, html_path

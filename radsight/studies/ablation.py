@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from radsight.checkpoints import write_json
-from radsight.config import Recipe, Strict, apply_overrides, parse_recipe
+from radsight.config import Recipe, Strict, apply_overrides, parse_recipe, read_yaml
 from radsight.errors import ConfigError
 from radsight.evaluate import MapRequest, collect, evaluate, explanation, gaze_pairs
 from radsight.explain.overlay import overlay, save_grid
@@ -44,6 +43,7 @@ from radsight.metrics.bootstrap import mean_with_ci, paired_mean_test
 from radsight.metrics.classification import classification_section, paired_bootstrap_test
 from radsight.metrics.saliency import cc
 from radsight.report.cells import NOT_TESTED, number, section_cell
+from radsight.run_folder import inside
 from radsight.train import train
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ def load_ablation(path: str | Path) -> tuple[AblationConfig, Path]:
     if not path.is_file():
         raise ConfigError(f"{path}: ablation file not found")
     try:
-        config = AblationConfig.model_validate(yaml.safe_load(path.read_text()))
+        config = AblationConfig.model_validate(read_yaml(path.read_text(), str(path)))
+    except ConfigError:
+        raise
     except Exception as error:  # YAML or validation: one readable line either way
         raise ConfigError(f"{path}: invalid ablation file ({error})") from None
     names = [v.name for v in config.variants]
@@ -87,7 +89,7 @@ def variant_recipes(config: AblationConfig, base: Path, overrides: list[str]) ->
     """Each variant's full recipe, checked to share the reference's data, seed, trainer and budget."""
     recipes = {}
     for variant in config.variants:
-        raw = apply_overrides(yaml.safe_load(base.read_text()), [*variant.set, *overrides])
+        raw = apply_overrides(read_yaml(base.read_text(), str(base)), [*variant.set, *overrides])
         raw["name"] = f"{config.name}:{variant.name}"
         recipe = parse_recipe(raw, f"{base} + variant {variant.name}")
         total = sum(stage.epochs for stage in recipe.stages)
@@ -258,8 +260,9 @@ def run_ablation(
     recipes = variant_recipes(config, base, overrides or [])
     out_dir = Path(out_dir)
     methods, scores, test = {}, {}, None
+    run_dirs = {name: inside(out_dir / "variants", name, "variant name") for name in recipes}
     for name, recipe in recipes.items():
-        run_dir = out_dir / "variants" / name
+        run_dir = run_dirs[name]
         log.info("ablation %s: variant %s", config.name, name)
         result = train(recipe, run_dir, resume=resume and (run_dir / "recipe.yaml").is_file())
         evaluation = recipe.evaluation.model_copy(update={} if n_boot is None else {"n_boot": n_boot})

@@ -23,6 +23,7 @@ from radsight.checkpoints import write_json
 from radsight.config import Recipe, load_recipe
 from radsight.errors import DataError
 from radsight.report.plots import Undrawable, label_efficiency_curves
+from radsight.run_folder import inside
 from radsight.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def run_curve(
         for budget in budgets:
             per_seed = []
             for seed in range(seeds):
-                run_dir = out_dir / base.name / f"b{budget}-s{seed}"
+                run_dir = inside(out_dir, base.name, "recipe name") / f"b{budget}-s{seed}"
                 metrics_path = run_dir / "metrics.json"
                 if resume and metrics_path.is_file():
                     section = json.loads(metrics_path.read_text()).get("classification", {})
