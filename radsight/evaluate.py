@@ -10,7 +10,9 @@ lesion label: the method's native map, else the configured explanation; plus ``<
 of each top-class map inside an anatomical region where the image has its masks: by default the mask
 ``lungs``) and ``saliency`` (the method's native class-agnostic "saliency" map against gaze), each a flat
 dict of named floats plus per-label dicts, absent when the data has nothing to score (images without
-labels have no ``classification``, but their maps are still scored).
+labels have no ``classification``, but their maps are still scored). Labelled images also get
+``shortcuts``: the non-anatomical predictors of the evaluated images and the model's AUROC within the
+strata of each label's strongest one (:mod:`radsight.data.shortcut_audit`).
 
 Thresholded classification metrics use the model's stored operating points (chosen on its validation
 split after training, :mod:`radsight.operating_points`), whatever the evaluated dataset; the section
@@ -450,6 +452,7 @@ def evaluation_sections(
             macro_includes_thin=config.macro_includes_thin,
         )
         metrics["classification"] = classification | {"operating_point": points.as_json()}
+    if metrics and len(found.metas) == len(found.patient_ids):  # a pass that kept each image's record
         shortcuts = stratified_section(
             found.metas,
             found.prob_matrix,

@@ -4,6 +4,7 @@ with the lungs blanked; phantoms whose labels live in the lungs are not flagged.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,16 +173,23 @@ def test_evaluation_reports_the_model_auroc_within_strata_of_the_strongest_predi
     assert "the model's AUROC is 1.00 where" in note and "and 0.00 where" in note
 
 
-def test_data_inspect_warns_about_a_size_shortcut_in_a_manifest_and_strict_stops(tmp_path) -> None:
+def size_shortcut_manifest(folder: Path, n: int = 40) -> Path:
+    """A manifest of noise images whose label "big" is 1 exactly when the image is 96 rather than 64
+    pixels wide."""
     rng = np.random.default_rng(0)
     rows = ["path,patient_id,labels"]
-    for i in range(40):
+    for i in range(n):
         width = 96 if i % 2 else 64
         pixels = (rng.random((64, width)) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        Image.fromarray(pixels).save(folder / f"{i}.png")
         rows.append(f"{i}.png,p{i},{'big' if i % 2 else 'none'}")
-    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
-    args = ["data", "inspect", "--source", "manifest", "--option", f"csv={tmp_path / 'list.csv'}"]
+    (folder / "list.csv").write_text("\n".join(rows) + "\n")
+    return folder / "list.csv"
+
+
+def test_data_inspect_warns_about_a_size_shortcut_in_a_manifest_and_strict_stops(tmp_path) -> None:
+    manifest = size_shortcut_manifest(tmp_path)
+    args = ["data", "inspect", "--source", "manifest", "--option", f"csv={manifest}"]
     args += ["--option", "label_names=[big]", "--out", tmp_path / "out", "--no-probe"]
     result = run_cli(*args)
     assert "shortcut warning: big: predictable without looking at the lungs from" in result.output
@@ -191,3 +199,33 @@ def test_data_inspect_warns_about_a_size_shortcut_in_a_manifest_and_strict_stops
     assert "| big (thin) |" not in (tmp_path / "out" / "report.md").read_text()
     strict = run_cli(*args, "--strict", expect=2)
     assert "error: shortcut audit (strict): big:" in strict.output and "Traceback" not in strict.output
+
+
+def test_the_probe_leaves_the_callers_random_state_alone() -> None:
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    audit_dataset(WidthShortcut(30), ["wide"], ShortcutAuditConfig(n_boot=20))
+    assert torch.equal(torch.rand(3), expected)  # so a training run after the audit draws as before
+
+
+def test_train_strict_stops_before_training_on_a_flagged_split(tmp_path, recipes_dir) -> None:
+    manifest = size_shortcut_manifest(tmp_path, n=60)
+    source = f"[{{name: manifest, options: {{csv: '{manifest}', label_names: [big]}}}}]"
+    sets = [f"data.sources={source}", "data.labels=[big]", "data.shortcut_audit.probe=false"]
+    flags = [item for value in sets for item in ("--set", value)]
+    result = run_cli(
+        "train", recipes_dir / "baseline_cpu.yaml", "--out", tmp_path / "run", *flags, "--strict", expect=2
+    )
+    assert "error: shortcut audit (strict): big: predictable without looking at the lungs" in result.output
+    assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_training_keeps_its_audit_and_the_evaluation_its_strata(trained_model) -> None:
+    audit = json.loads((trained_model / "shortcut_audit.json").read_text())
+    assert audit["warnings"] == [] and set(audit["per_label"]) == {"nodule", "opacity"}
+    assert audit["probe"]["lung_masks"] == audit["n_images"]  # the phantoms' lung masks were blanked
+    shortcuts = json.loads((trained_model / "metrics.json").read_text())["shortcuts"]
+    assert shortcuts["flagged_labels"] == [] and set(shortcuts["per_label"]) == {"nodule", "opacity"}
+    # every phantom has the same size, view and source: no predictor to stratify by
+    assert shortcuts["per_label"]["nodule"]["strongest_predictor"] is None

@@ -97,11 +97,12 @@ def probe_scores(images: Tensor, labels: ArrayLike, patient_ids: Sequence[str], 
     order = np.random.default_rng(seed).permutation(int(patients.max()) + 1)
     fold_of = order[patients] % FOLDS
     scores = np.full(tuple(label_matrix.shape), np.nan)
-    for fold in range(FOLDS):
-        held_out = torch.as_tensor(fold_of == fold)
-        if not held_out.any() or held_out.all():
-            continue
-        model = _fit(images[~held_out], label_matrix[~held_out], seed + fold)
-        with torch.inference_mode():
-            scores[held_out.numpy()] = torch.sigmoid(model(images[held_out])).numpy()
+    with torch.random.fork_rng(devices=[]):  # the caller's random state (a training run's) stays as it was
+        for fold in range(FOLDS):
+            held_out = torch.as_tensor(fold_of == fold)
+            if not held_out.any() or held_out.all():
+                continue
+            model = _fit(images[~held_out], label_matrix[~held_out], seed + fold)
+            with torch.inference_mode():
+                scores[held_out.numpy()] = torch.sigmoid(model(images[held_out])).numpy()
     return scores
