@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from radsight.checkpoints import write_json
-from radsight.config import DataConfig, ShortcutAuditConfig, SourceSpec
+from radsight.config import DataConfig, ResizeMode, ShortcutAuditConfig, SourceSpec
 from radsight.data.assemble import build_source, build_union, evaluation_pipeline
 from radsight.data.shortcut_audit import ShortcutAudit, audit_dataset
 from radsight.data.transforms import Letterbox
@@ -117,7 +117,7 @@ def inspect_dataset(
     max_images: int,
     audit_config: ShortcutAuditConfig,
     image_size: tuple[int, int] = (224, 224),
-    resize: Any = "letterbox",
+    resize: ResizeMode = "letterbox",
     seed: int = 0,
 ) -> tuple[dict[str, Any], ShortcutAudit]:
     """Write summary.json, report.md and contact_sheet.png of ``dataset`` into ``out_dir``."""
