@@ -262,6 +262,8 @@ def test_padding_share_of_each_mode_by_hand() -> None:
     # letterbox of 60 x 120 into 64 x 64: the picture is 32 rows high, half of the input is padding
     assert Letterbox((64, 64))(sample).meta.geometry.padding_share() == pytest.approx(0.5)
     assert Stretch((64, 64))(sample).meta.geometry.padding_share() == 0.0
+    stretched = [Stretch((64, 64))(_ramp_sample(60, w)).meta.geometry for w in range(90, 130)]
+    assert {geometry.padding_share() for geometry in stretched} == {0.0}  # not float noise, which ranks
     assert CropCenter((64, 64))(sample).meta.geometry.padding_share() == 0.0
     assert CropLungs((64, 64))(sample).meta.geometry.padding_share() == 0.0
     assert not Resize((64, 64))(sample).meta.geometry.invertible

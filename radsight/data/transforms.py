@@ -35,6 +35,8 @@ from radsight.errors import ConfigError, DataError
 
 MIN_BOX_SIZE = 1.0
 """Boxes narrower or shorter than this many pixels after clipping are degenerate and dropped."""
+PADDING_DIGITS = 6
+"""Decimals of :meth:`Geometry.padding_share`."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class Geometry:
         x0, y0 = max(0.0, self.left), max(0.0, self.top)
         x1 = min(float(width), self.left + self.original_size[1] * self.scale_x)
         y1 = min(float(height), self.top + self.original_size[0] * self.scale_y)
-        return 1.0 - max(0.0, x1 - x0) * max(0.0, y1 - y0) / (height * width)
+        shown = max(0.0, x1 - x0) * max(0.0, y1 - y0) / (height * width)
+        return round(1.0 - shown, PADDING_DIGITS)  # a fit without padding is 0 exactly, not float noise
 
     def _check(self) -> None:
         if not self.invertible:
