@@ -38,6 +38,7 @@ from radsight.run_folder import (
 
 if TYPE_CHECKING:
     from radsight.config import Recipe
+    from radsight.data.shortcut_audit import ShortcutAudit
 
 log = logging.getLogger(__name__)
 
@@ -565,6 +566,8 @@ def inspect_data(
 
     if (source is None) == (recipe is None):
         raise ConfigError("data inspect: pass either --source (one dataset) or --recipe (sources combined)")
+    if overrides and recipe is None:
+        raise ConfigError("data inspect: --set overrides a recipe's fields; pass --recipe with it")
     chosen = {"probe": probe} | ({} if level is None else {"level": level})
     if recipe is not None:
         loaded = load_recipe(recipe, overrides)
@@ -590,7 +593,7 @@ def inspect_data(
     audit.check(strict)
 
 
-def _print_audit(audit: Any) -> None:
+def _print_audit(audit: ShortcutAudit) -> None:
     """The shortcut audit's warning lines (one per flagged label) and notes, or that it found none."""
     for line in audit.warnings():
         console.print(f"[yellow]shortcut warning:[/] {escape(line)}", highlight=False, soft_wrap=True)

@@ -229,3 +229,24 @@ def test_training_keeps_its_audit_and_the_evaluation_its_strata(trained_model) -
     assert shortcuts["flagged_labels"] == [] and set(shortcuts["per_label"]) == {"nodule", "opacity"}
     # every phantom has the same size, view and source: no predictor to stratify by
     assert shortcuts["per_label"]["nodule"]["strongest_predictor"] is None
+
+
+def test_data_inspect_of_a_recipe_audits_its_sources_combined(tmp_path, recipes_dir) -> None:
+    sets = ["data.sources.0.options={n: 40, size: [64, 64]}", "data.image_size=[64, 96]"]
+    flags = [item for value in sets for item in ("--set", value)]
+    args = ["data", "inspect", "--recipe", recipes_dir / "baseline_cpu.yaml", *flags, "--out", tmp_path]
+    result = run_cli(*args, "--no-probe", "--level", "0.8")
+    assert "shortcut audit: no predictor above AUROC 0.80 for any label" in result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["source"] == "phantom" and summary["images"] == 40
+    assert summary["shortcut_audit"]["level"] == 0.8 and summary["shortcut_audit"]["probe"] is None
+    assert set(summary["shortcut_audit"]["per_label"]) == {"nodule", "opacity"}
+
+
+def test_data_inspect_needs_one_of_source_and_recipe(tmp_path, recipes_dir) -> None:
+    result = run_cli("data", "inspect", "--out", tmp_path, expect=2)
+    assert "pass either --source (one dataset) or --recipe" in result.output
+    result = run_cli("data", "inspect", "--source", "phantom", "--set", "seed=1", "--out", tmp_path, expect=2)
+    assert "--set overrides a recipe's fields; pass --recipe with it" in result.output
+    result = run_cli("data", "inspect", "--source", "phantom", "--level", "0.4", "--out", tmp_path, expect=2)
+    assert "data inspect: invalid option(s) (level:" in result.output
