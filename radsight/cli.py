@@ -44,6 +44,7 @@ from radsight.serve import DEFAULT_MAX_UPLOAD_MB
 
 if TYPE_CHECKING:
     from radsight.config import Recipe
+    from radsight.data.shortcut_audit import ShortcutAudit
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,13 @@ def train(
     resume: Resume = False,
     force: Force = False,
     evaluate: Annotated[bool, typer.Option(help="evaluate on the test split afterwards")] = True,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="stop when the shortcut audit of the training split warns")
+    ] = False,
 ) -> None:
-    """Train a recipe (all its stages), export the model and evaluate it on the test split."""
+    """Train a recipe (all its stages), export the model and evaluate it on the test split. The training
+    split is audited for shortcuts first (data.shortcut_audit)."""
+    overrides = [*overrides, "data.shortcut_audit.strict=true"] if strict else overrides
     _train_and_evaluate(recipe, out, overrides, resume=resume, force=force, evaluate=evaluate)
 
 
@@ -320,7 +326,11 @@ def evaluate(
             name=source, root=None if root is None else str(root), options=_parse_options(options)
         )
         transform = build_transforms(
-            recipe.data.image_size, train=False, augment=False, gaze_sigma_fraction=None
+            recipe.data.image_size,
+            train=False,
+            augment=False,
+            gaze_sigma_fraction=None,
+            resize=recipe.data.resize,
         )
         union = LabelledUnion([build_source(spec)], [source], method.label_names, transform, partial=True)
         dataset, left_out = outside_evaluation_set(union, model)
@@ -336,6 +346,7 @@ def evaluate(
         batch_size=recipe.data.batch_size,
         seed=recipe.seed,
         regions=regions,
+        audit=recipe.data.shortcut_audit,
     )
     _print_headline(metrics, out)
 
@@ -651,27 +662,67 @@ def glam_compare(
 @data_app.command("inspect", cls=PlainCommand)
 @reports_errors
 def inspect_data(
-    source: Annotated[str, typer.Option(help=f"data source: {SOURCE_NAMES}")],
-    out: Annotated[Path, typer.Option(help="folder for summary.json and contact_sheet.png")],
+    out: Annotated[Path, typer.Option(help="folder for summary.json, report.md and contact_sheet.png")],
+    source: Annotated[str | None, typer.Option(help=f"data source: {SOURCE_NAMES}")] = None,
     root: Annotated[
         Path | None, typer.Option(help="the source's root folder (a manifest's default: its CSV's folder)")
     ] = None,
     options: SourceOptions = [],  # noqa: B006
+    recipe: Annotated[
+        Path | None,
+        typer.Option(help="inspect a recipe's sources combined, as training sees them (instead of --source)"),
+    ] = None,
+    overrides: SetOption = [],  # noqa: B006
+    level: Annotated[
+        float | None, typer.Option(help="AUROC above which a shortcut predictor is warned about (0.70)")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="a shortcut warning is an error")] = False,
+    probe: Annotated[bool, typer.Option(help="train the masked-image probe (lungs blanked)")] = True,
     max_images: Annotated[int, typer.Option(help="images on the contact sheet")] = 16,
 ) -> None:
-    """Count labels and annotation coverage, and draw a contact sheet with boxes, masks and gaze."""
-    from radsight.config import SourceSpec
-    from radsight.report.dataset_summary import inspect_source
+    """Count labels and annotation coverage, draw a contact sheet with boxes, masks and gaze, and audit
+    every label for shortcuts: image size, aspect, file size, bit depth, source, view, sex, age, padding
+    and a probe trained with the lungs blanked out."""
+    from radsight.config import ShortcutAuditConfig, SourceSpec, load_recipe, validate_options
+    from radsight.report.dataset_summary import inspect_recipe, inspect_source
 
-    spec = SourceSpec(name=source, root=None if root is None else str(root), options=_parse_options(options))
-    summary = inspect_source(spec, out, max_images=max_images)
-    table = Table(title=f"{source}: {summary['images']} images, {summary['patients']} patients")
+    if (source is None) == (recipe is None):
+        raise ConfigError("data inspect: pass either --source (one dataset) or --recipe (sources combined)")
+    if overrides and recipe is None:
+        raise ConfigError("data inspect: --set overrides a recipe's fields; pass --recipe with it")
+    chosen = {"probe": probe} | ({} if level is None else {"level": level})
+    if recipe is not None:
+        loaded = load_recipe(recipe, overrides)
+        values = loaded.data.shortcut_audit.model_dump() | chosen
+        config = validate_options(ShortcutAuditConfig, values, "data inspect")
+        data = loaded.data.model_copy(update={"shortcut_audit": config})
+        summary, audit = inspect_recipe(data, out, max_images=max_images, seed=loaded.seed)
+    else:
+        config = validate_options(ShortcutAuditConfig, chosen, "data inspect")
+        spec = SourceSpec(
+            name=source, root=None if root is None else str(root), options=_parse_options(options)
+        )
+        summary, audit = inspect_source(spec, out, max_images=max_images, audit=config)
+    table = Table(title=f"{summary['source']}: {summary['images']} images, {summary['patients']} patients")
     for column in ("label", "positive", "negative", "not annotated"):
         table.add_column(column)
     for label, counts in summary["labels"].items():
         table.add_row(label, *(str(counts[k]) for k in ("positive", "negative", "not_annotated")))
     Console().print(table)
     Console().print(json.dumps(summary["coverage"]))
+    _print_audit(audit)
+    Console().print(f"report: {out / 'report.md'}")
+    audit.check(strict)
+
+
+def _print_audit(audit: ShortcutAudit) -> None:
+    """The shortcut audit's warning lines (one per flagged label) and notes, or that it found none."""
+    for line in audit.warnings():
+        console.print(f"[yellow]shortcut warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for line in audit.notes:
+        console.print(f"shortcut note: {escape(line)}", highlight=False, soft_wrap=True)
+    if not audit.warnings():
+        console.print(f"shortcut audit: no predictor above AUROC {audit.level:.2f} for any label")
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:

@@ -47,6 +47,9 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 ImageSide = Annotated[int, Field(ge=8)]
 
+ResizeMode = Literal["letterbox", "stretch", "crop_center", "crop_lungs"]
+"""How a file is fitted to ``data.image_size`` (``radsight.data.transforms.RESIZE_MODES``)."""
+
 PRECISIONS = Literal[
     "transformer-engine",
     "transformer-engine-float16",
@@ -104,10 +107,25 @@ class SourceSpec(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ShortcutAuditConfig(Strict):
+    """The shortcut audit (``radsight.data.shortcut_audit``) of ``radsight data inspect``, of the start of
+    training and of evaluation: a predictor whose AUROC for a label exceeds ``level`` is warned about
+    (an error with ``strict``)."""
+
+    level: float = Field(0.70, gt=0.5, le=1.0)
+    strict: bool = False
+    probe: bool = Field(True, description="train the masked-image probe (lungs blanked)")
+    max_images: int = Field(1000, ge=20, description="images audited: a seeded sample when there are more")
+    n_boot: int = Field(1000, ge=1, description="patient resamples of each AUROC's interval")
+
+
 class DataConfig(Strict):
     sources: list[SourceSpec] = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
     image_size: tuple[ImageSide, ImageSide] = (224, 224)
+    resize: ResizeMode = Field(
+        "letterbox", description="letterbox pads (the bars show the aspect ratio); stretch and crops do not"
+    )
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: Seed | None = Field(None, description="seed of the patient split (default: the recipe seed)")
     budget: int | None = Field(None, ge=1, description="labelled images per class kept in the training split")
@@ -120,6 +138,7 @@ class DataConfig(Strict):
     batch_size: int = Field(16, ge=1)
     num_workers: int = Field(0, ge=0)
     on_bad_file: Literal["raise", "skip"] = "raise"
+    shortcut_audit: ShortcutAuditConfig = Field(default_factory=ShortcutAuditConfig)
 
     @field_validator("split")
     @classmethod

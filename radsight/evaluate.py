@@ -10,7 +10,9 @@ lesion label: the method's native map, else the configured explanation; plus ``<
 of each top-class map inside an anatomical region where the image has its masks: by default the mask
 ``lungs``) and ``saliency`` (the method's native class-agnostic "saliency" map against gaze), each a flat
 dict of named floats plus per-label dicts, absent when the data has nothing to score (images without
-labels have no ``classification``, but their maps are still scored).
+labels have no ``classification``, but their maps are still scored). Labelled images also get
+``shortcuts``: the non-anatomical predictors of the evaluated images and the model's AUROC within the
+strata of each label's strongest one (:mod:`radsight.data.shortcut_audit`).
 
 Thresholded classification metrics use the model's stored operating points (chosen on its validation
 split after training, :mod:`radsight.operating_points`), whatever the evaluated dataset; the section
@@ -38,8 +40,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from radsight.checkpoints import write_json
-from radsight.config import EvaluationConfig
-from radsight.data.sample import Batch, make_loader
+from radsight.config import EvaluationConfig, ShortcutAuditConfig
+from radsight.data.sample import Batch, SampleMeta, make_loader
+from radsight.data.shortcut_audit import stratified_notes, stratified_section
 from radsight.errors import ConfigError
 from radsight.explain.cam import explain
 from radsight.explain.names import Normalisation
@@ -155,6 +158,7 @@ class Collected:
     labels: list[np.ndarray] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    metas: list[SampleMeta] = field(default_factory=list)
     maps: dict[str, MapSet] = field(default_factory=dict)
 
     @property
@@ -250,6 +254,7 @@ def collect(
         patients = [m.patient_id for m in batch.meta]
         out.patient_ids += patients
         out.paths += [m.path for m in batch.meta]
+        out.metas += batch.meta
         for name, request in requests.items():
             _keep(out.maps[name], request, method, prediction, batch, patients, offset)
         offset += n
@@ -424,10 +429,14 @@ def evaluation_sections(
     points: OperatingPoints,
     seed: int = 0,
     regions: Iterable[str] = tuple(DEFAULT_REGIONS),
+    audit: ShortcutAuditConfig | None = None,
 ) -> dict[str, Any]:
     """The metrics.json sections of one pass: classification at ``points``' thresholds (recorded under
-    ``operating_point``) where the images carry labels, and localization (lesions, and the maps' share
-    inside each of ``regions``) and saliency where the pass kept maps for them."""
+    ``operating_point``) and the shortcut predictors of the images with the model's AUROC within strata
+    of the strongest (``radsight.data.shortcut_audit``, by ``audit``) where the images carry labels, and
+    localization (lesions, and the maps' share inside each of ``regions``) and saliency where the pass
+    kept maps for them."""
+    audit = audit or ShortcutAuditConfig()
     metrics: dict[str, Any] = {}
     if bool((~np.isnan(found.label_matrix)).any()):
         classification = classification_section(
@@ -443,6 +452,19 @@ def evaluation_sections(
             macro_includes_thin=config.macro_includes_thin,
         )
         metrics["classification"] = classification | {"operating_point": points.as_json()}
+    if metrics and len(found.metas) == len(found.patient_ids):  # a pass that kept each image's record
+        shortcuts = stratified_section(
+            found.metas,
+            found.prob_matrix,
+            found.label_matrix,
+            label_names,
+            found.patient_ids,
+            audit,
+            seed=seed,
+            min_count=config.min_class_count,
+        )
+        if shortcuts is not None:
+            metrics["shortcuts"] = shortcuts
     maps = found.maps
     in_regions = {name: maps[f"{REGION_REQUEST}{name}"] for name in regions}
     localization = localization_metrics(
@@ -467,6 +489,8 @@ def evaluation_notes(metrics: dict[str, Any], points: OperatingPoints, map_kinds
             "bootstrap resample.",
             *classification_notes(metrics["classification"]),
         ]
+    if "shortcuts" in metrics:
+        notes += stratified_notes(metrics["shortcuts"])
     return [*notes, *localization_notes(metrics.get("localization"), map_kinds)]
 
 
@@ -480,9 +504,12 @@ def evaluate(
     batch_size: int = 16,
     seed: int = 0,
     regions: Mapping[str, Sequence[str]] = DEFAULT_REGIONS,
+    audit: ShortcutAuditConfig | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score ``method`` on ``dataset`` and write metrics.json, image_scores.json, then plots and
-    report.md/html into ``out_dir``; ``regions`` name the anatomical regions (see :data:`DEFAULT_REGIONS`)."""
+    report.md/html into ``out_dir``; ``regions`` name the anatomical regions (see :data:`DEFAULT_REGIONS`),
+    ``audit`` the shortcut audit's settings and ``notes`` go into the report first."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = collect(
@@ -491,13 +518,13 @@ def evaluate(
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
     points = operating_points_of(method, config.operating_point)
-    metrics = evaluation_sections(found, method.label_names, multilabel, config, points, seed, regions)
+    metrics = evaluation_sections(found, method.label_names, multilabel, config, points, seed, regions, audit)
     write_json(out_dir / "metrics.json", metrics)
     ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
     labelled = "classification" in metrics
-    notes = (
-        [] if labelled else [f"No image carries any of the labels {method.label_names}: no classification."]
-    )
+    notes = list(notes)
+    if not labelled:
+        notes.append(f"No image carries any of the labels {method.label_names}: no classification.")
     plans: dict[str, Callable[[], Path | None]] = {}
     if labelled:
         curves = classification_curves(

@@ -22,6 +22,7 @@ RECIPE_FILE = "recipe.yaml"
 INPUT_PROFILE_FILE = "input_profile.json"
 OPERATING_POINTS_FILE = "operating_points.json"
 SCORES_FILE = "image_scores.json"
+SHORTCUT_AUDIT_FILE = "shortcut_audit.json"
 
 RUN_ENTRIES = (
     RECIPE_FILE,
@@ -32,6 +33,7 @@ RUN_ENTRIES = (
     "model.safetensors",
     "config.json",
     INPUT_PROFILE_FILE,
+    SHORTCUT_AUDIT_FILE,
     OPERATING_POINTS_FILE,
     "metrics.json",
     SCORES_FILE,

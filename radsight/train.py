@@ -16,6 +16,7 @@ Layout of a run folder:
   train_log.jsonl         one line per finished epoch (an epoch redone after a kill replaces its line)
   model.safetensors, config.json   the inference export
   input_profile.json      what the training images looked like (prediction warns about files unlike them)
+  shortcut_audit.json     which labels the training images let a model predict from outside the lungs
   operating_points.json   per-label thresholds chosen on the val split's predictions after the last stage
 """
 
@@ -53,6 +54,7 @@ from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
 from radsight.data.epoch_order import EpochOrder, SeededItems
 from radsight.data.input_profile import training_profile
 from radsight.data.sample import make_loader
+from radsight.data.shortcut_audit import audit_dataset
 from radsight.errors import ConfigError
 from radsight.evaluate import collect, evaluate
 from radsight.folder_lock import locked_folder
@@ -62,6 +64,7 @@ from radsight.operating_points import OperatingPoints, choose_operating_points, 
 from radsight.run_folder import (
     INPUT_PROFILE_FILE,
     RECIPE_FILE,
+    SHORTCUT_AUDIT_FILE,
     check_out_dir,
     check_resumable,
     is_launching_process,
@@ -236,6 +239,26 @@ def operating_points_on_val(method: Method, splits: DataSplits, recipe: Recipe) 
     return points
 
 
+def audit_training_split(splits: DataSplits, recipe: Recipe, out_dir: Path) -> None:
+    """Audit the training split for shortcuts before anything trains: warn (or, with
+    ``data.shortcut_audit.strict``, stop) and keep the audit in the run folder."""
+    data = recipe.data
+    audit = audit_dataset(
+        splits.union.with_transform(None),
+        splits.label_names,
+        data.shortcut_audit,
+        image_size=data.image_size,
+        resize=data.resize,
+        indices=splits.train_split,
+        seed=recipe.seed,
+        min_count=recipe.evaluation.min_class_count,
+    )
+    audit.log()
+    audit.check(data.shortcut_audit.strict)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / SHORTCUT_AUDIT_FILE, audit.to_json())
+
+
 def train(
     recipe: Recipe, out_dir: str | Path, resume: bool = False, *, require_test: bool = True
 ) -> TrainResult:
@@ -273,6 +296,8 @@ def _train_stages(
         stored=out_dir / SPLITS_FILE if resume else None,
         require_test=require_test,
     )
+    if launching and not resume:
+        audit_training_split(splits, recipe, out_dir)
     method = build_method(recipe, splits.label_names)
     if launching and not resume:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,5 +365,14 @@ def train_and_evaluate(
         title=title or f"{recipe.name}: test split",
         batch_size=recipe.data.batch_size,
         seed=recipe.seed,
+        audit=recipe.data.shortcut_audit,
+        notes=training_audit_notes(out_dir),
     )
     return result, metrics
+
+
+def training_audit_notes(out_dir: Path) -> list[str]:
+    """The training audit's warnings, for the report (none where the run has no audit)."""
+    path = out_dir / SHORTCUT_AUDIT_FILE
+    warnings = json.loads(path.read_text())["warnings"] if path.is_file() else []
+    return [f"Shortcut audit of the training split: {line}." for line in warnings]

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from radsight.config import EvaluationConfig
+from radsight.data.sample import SampleMeta
 from radsight.evaluate import REGION_REQUEST, Collected, MapSet, evaluation_notes, evaluation_sections
 from radsight.metrics.bootstrap import EXCLUDES_ESTIMATE
 from radsight.operating_points import choose_operating_points
@@ -66,6 +67,10 @@ def synthetic_pass(labels: list[str], multilabel: bool, seed: int = 0) -> Collec
         labels=[truth],
         patient_ids=patients,
         paths=[f"{i}.png" for i in range(N_IMAGES)],
+        metas=[
+            SampleMeta("s", f"{i}.png", patients[i], view="PA", original_size=(SIZE, SIZE + i % 3))
+            for i in range(N_IMAGES)
+        ],
         maps={"lesions": MapSet(), f"{REGION_REQUEST}lungs": MapSet(), "gaze": MapSet()},
     )
     for i in range(N_IMAGES):
@@ -96,7 +101,8 @@ def test_every_interval_of_a_recipes_evaluation_contains_its_estimate_or_is_mark
         config.operating_point, val.prob_matrix, val.label_matrix, labels, multilabel=multilabel
     )
     metrics = evaluation_sections(synthetic_pass(labels, multilabel), labels, multilabel, config, points)
-    assert {"classification", "localization", "saliency"} <= metrics.keys()
+    assert {"classification", "shortcuts", "localization", "saliency"} <= metrics.keys()
+    assert set(metrics["shortcuts"]["per_label"]) == set(labels)
 
     shown = list(intervals(metrics))
     assert len(shown) > 30

@@ -3,13 +3,18 @@ letterboxing and mirroring."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from radsight.data.sample import Sample, SampleMeta
 from radsight.data.transforms import (
+    RESIZE_MODES,
     AlignBreast,
     CenterCrop,
+    CropCenter,
+    CropLungs,
     GazeMap,
     Geometry,
     HorizontalFlip,
@@ -19,6 +24,7 @@ from radsight.data.transforms import (
     RandomCrop,
     RandomIntensity,
     Resize,
+    Stretch,
     build_transforms,
 )
 from radsight.errors import ConfigError, DataError
@@ -221,3 +227,87 @@ def test_build_transforms_is_seeded_and_eval_is_letterbox_only() -> None:
     out = evaluate(sample)
     assert torch.equal(out.image, expected.image) and torch.equal(out.boxes, expected.boxes)
     assert out.gaze_map is None and out.meta.geometry == expected.meta.geometry
+
+
+def _ramp_sample(height: int, width: int) -> Sample:
+    """A horizontal ramp with one box and a lung mask around it, to map back by every resize mode."""
+    lungs = torch.zeros(height, width, dtype=torch.bool)
+    lungs[10:50, 20:100] = True
+    ramp = torch.linspace(0, 1, width).expand(height, width)
+    return Sample(
+        image=ramp[None].clone(),
+        meta=SampleMeta(source="test", path="mem://ramp", patient_id="p0"),
+        boxes=torch.tensor([[30.0, 20.0, 50.0, 32.0]]),
+        box_labels=["nodule"],
+        masks={"lungs": lungs},
+    )
+
+
+@pytest.mark.parametrize("mode", sorted(RESIZE_MODES))
+def test_every_resize_mode_maps_boxes_and_maps_back_onto_the_file(mode: str) -> None:
+    sample = _ramp_sample(60, 120)
+    out = RESIZE_MODES[mode]((64, 64))(sample)
+    geometry = out.meta.geometry
+    assert out.size == (64, 64) and geometry.invertible and geometry.original_size == (60, 120)
+    assert torch.allclose(geometry.boxes_to_original(out.boxes), sample.boxes, atol=1e-3)
+    back = geometry.map_to_original(out.image[0])
+    assert back.shape == (60, 120)
+    shown = geometry.points_to_original(torch.tensor([[0.0, 0.0], [64.0, 64.0]]))
+    x0, x1 = max(0, int(shown[0, 0]) + 2), min(120, int(shown[1, 0]) - 2)
+    assert torch.allclose(back[5:-5, x0:x1], sample.image[0, 5:-5, x0:x1], atol=0.03)
+
+
+def test_padding_share_of_each_mode_by_hand() -> None:
+    sample = _ramp_sample(60, 120)
+    # letterbox of 60 x 120 into 64 x 64: the picture is 32 rows high, half of the input is padding
+    assert Letterbox((64, 64))(sample).meta.geometry.padding_share() == pytest.approx(0.5)
+    assert Stretch((64, 64))(sample).meta.geometry.padding_share() == 0.0
+    stretched = [Stretch((64, 64))(_ramp_sample(60, w)).meta.geometry for w in range(90, 130)]
+    assert {geometry.padding_share() for geometry in stretched} == {0.0}  # not float noise, which ranks
+    assert CropCenter((64, 64))(sample).meta.geometry.padding_share() == 0.0
+    assert CropLungs((64, 64))(sample).meta.geometry.padding_share() == 0.0
+    assert not Resize((64, 64))(sample).meta.geometry.invertible
+    assert math.isnan(Resize((64, 64))(sample).meta.geometry.padding_share())
+
+
+def test_crop_center_cuts_the_long_sides_ends_and_maps_them_back_as_zero() -> None:
+    sample = _ramp_sample(60, 120)
+    out = CropCenter((64, 64))(sample)
+    # scaled by 64/60 to 64 x 128, then columns 32..96 kept: the file's columns 30..90
+    geometry = out.meta.geometry
+    assert geometry.scale_y == pytest.approx(64 / 60) and geometry.left == -32 and geometry.top == 0
+    back = geometry.map_to_original(out.image[0])
+    assert back[:, :28].abs().max() == 0 and back[:, 92:].abs().max() == 0
+    assert back[:, 32:88].min() > 0.2
+
+
+def test_crop_lungs_keeps_the_lungs_and_falls_back_to_the_centre_without_them() -> None:
+    sample = _ramp_sample(60, 120)
+    out = CropLungs((64, 64), margin=0.0)(sample)
+    # lungs x 20..100, y 10..50 (80 x 40): squared within the image to 80 x 60 around them
+    corners = out.meta.geometry.points_to_original(torch.tensor([[0.0, 0.0], [64.0, 64.0]]))
+    assert torch.allclose(corners, torch.tensor([[20.0, 0.0], [100.0, 60.0]]), atol=1e-3)
+    assert out.masks["lungs"].float().mean() > 0.6
+    bare = sample.replace(masks=None, boxes=None, box_labels=None)
+    assert CropLungs((64, 64))(bare).meta.geometry == CropCenter((64, 64))(bare).meta.geometry
+    # covid's lung boxes stand in for a mask
+    boxed = sample.replace(masks=None, boxes=torch.tensor([[20.0, 10, 60, 50], [60, 10, 100, 50]]))
+    boxed = boxed.replace(box_labels=["Right Lung", "Left Lung"])
+    again = CropLungs((64, 64), margin=0.0)(boxed).meta.geometry.points_to_original(
+        torch.tensor([[0.0, 0.0]])
+    )
+    assert torch.allclose(again, corners[:1], atol=1e-3)
+
+
+def test_the_resize_mode_of_a_recipe_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from radsight.config import DataConfig
+
+    assert DataConfig(sources=[{"name": "phantom"}], labels=["nodule"]).resize == "letterbox"
+    with pytest.raises(ValidationError, match="letterbox"):
+        DataConfig(sources=[{"name": "phantom"}], labels=["nodule"], resize="squash")
+    pipeline = build_transforms(
+        (64, 64), train=False, augment=False, gaze_sigma_fraction=None, resize="stretch"
+    )
+    assert pipeline(_ramp_sample(60, 120)).meta.geometry.scale_y == pytest.approx(64 / 60)

@@ -109,6 +109,7 @@ def evaluation_pipeline(data: DataConfig) -> EvaluationPipeline:
         augment=False,
         gaze_sigma_fraction=data.gaze_sigma_fraction,
         pseudo_gaze=data.pseudo_gaze,
+        resize=data.resize,
     )
     return EvaluationPipeline(tuple(SourceReading.of(spec) for spec in data.sources), transform)
 
@@ -264,6 +265,7 @@ def _train_transform(data: DataConfig, augment: bool) -> Callable[[Sample], Samp
         augment=augment,
         gaze_sigma_fraction=data.gaze_sigma_fraction,
         pseudo_gaze=data.pseudo_gaze,
+        resize=data.resize,
     )
 
 

@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from radsight.config import ResizeMode
 from radsight.data.gaze import fixations_to_map
 from radsight.data.pseudo_gaze import PseudoGaze
 from radsight.data.sample import Sample
@@ -34,6 +35,8 @@ from radsight.errors import ConfigError, DataError
 
 MIN_BOX_SIZE = 1.0
 """Boxes narrower or shorter than this many pixels after clipping are degenerate and dropped."""
+PADDING_DIGITS = 6
+"""Decimals of :meth:`Geometry.padding_share`."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class Geometry:
 
     A point ``(x, y)`` of the file lands at ``(m(x) * scale_x + left, y * scale_y + top)``, where
     ``m(x) = width - x`` when ``mirrored`` (``width`` of the file) and ``x`` otherwise. Breast alignment
-    and the letterbox update it; a step it cannot express (resize, pad, crop, affine) leaves it with
-    ``invertible=False``, so a stale record can never map anything back.
+    and the fitting steps of ``data.resize`` (letterbox, stretch, crop_center, crop_lungs: negative
+    offsets are a crop) update it; a step it cannot express (a plain resize, pad, crop, affine) leaves
+    it with ``invertible=False``, so a stale record can never map anything back.
     """
 
     original_size: tuple[int, int]
@@ -95,18 +99,35 @@ class Geometry:
     def map_to_original(self, values: Tensor) -> Tensor:
         """A ``(..., H, W)`` map (saliency, mask probability) of the current image on the file's grid.
 
-        The padding is cut off, the rest resized bilinearly and mirrored back; the sum is not preserved.
+        The padding is cut off, the rest resized bilinearly and mirrored back; parts of the file a crop
+        cut away get 0. The sum is not preserved.
         """
         self._check()
         height, width = self.original_size
         inner_h, inner_w = round(height * self.scale_y), round(width * self.scale_x)
         top, left = round(self.top), round(self.left)
-        inner = values[..., top : top + inner_h, left : left + inner_w]
-        lead = inner.shape[:-2]
-        flat = inner.reshape(-1, 1, inner_h, inner_w).float().cpu()
-        resized = nnf.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+        lead, (current_h, current_w) = values.shape[:-2], values.shape[-2:]
+        flat = values.reshape(-1, 1, current_h, current_w).float().cpu()
+        before_y, before_x = max(0, -top), max(0, -left)
+        after_y, after_x = max(0, top + inner_h - current_h), max(0, left + inner_w - current_w)
+        flat = nnf.pad(flat, (before_x, after_x, before_y, after_y))
+        top, left = top + before_y, left + before_x
+        inner = flat[..., top : top + inner_h, left : left + inner_w]
+        resized = nnf.interpolate(inner, size=(height, width), mode="bilinear", align_corners=False)
         resized = resized.reshape(*lead, height, width)
         return resized.flip(-1) if self.mirrored else resized
+
+    def padding_share(self) -> float:
+        """The share of the current image that shows no pixel of the file (a letterbox's bars); NaN when
+        the record cannot say."""
+        if not self.invertible:
+            return float("nan")
+        height, width = self.size
+        x0, y0 = max(0.0, self.left), max(0.0, self.top)
+        x1 = min(float(width), self.left + self.original_size[1] * self.scale_x)
+        y1 = min(float(height), self.top + self.original_size[0] * self.scale_y)
+        shown = max(0.0, x1 - x0) * max(0.0, y1 - y0) / (height * width)
+        return round(1.0 - shown, PADDING_DIGITS)  # a fit without padding is 0 exactly, not float noise
 
     def _check(self) -> None:
         if not self.invertible:
@@ -311,6 +332,128 @@ class Letterbox:
         return f"Letterbox(size={self.size}, fill={self.fill})"
 
 
+class Stretch:
+    """Resize to exactly (height, width), changing the aspect ratio: no padding shows the file's shape.
+
+    The sample's :class:`Geometry` records the two scales.
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.size
+        target_h, target_w = self.size
+        geometry = Geometry.of(sample).scaled(target_w / width, target_h / height, 0, 0, self.size)
+        return _unpack(sample, _Resize(list(self.size), antialias=True)(_pack(sample)), geometry)
+
+    def __repr__(self) -> str:
+        return f"Stretch(size={self.size})"
+
+
+class CropCenter:
+    """Resize keeping the aspect ratio so the image covers (height, width), then keep the centre: no
+    padding, the borders of the longer side are cut off (boxes clipped, fixations there dropped)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.size
+        target_h, target_w = self.size
+        scale = max(target_h / height, target_w / width)
+        inner_h, inner_w = max(target_h, round(height * scale)), max(target_w, round(width * scale))
+        top, left = round((inner_h - target_h) / 2.0), round((inner_w - target_w) / 2.0)  # as v2.CenterCrop
+        steps = v2.Compose([_Resize([inner_h, inner_w], antialias=True), _Crop(top, left, self.size)])
+        geometry = Geometry.of(sample).scaled(inner_w / width, inner_h / height, -left, -top, self.size)
+        return _unpack(sample, steps(_pack(sample)), geometry)
+
+    def __repr__(self) -> str:
+        return f"CropCenter(size={self.size})"
+
+
+LUNG_MASKS = ("lungs", "left_lung", "right_lung")
+"""Mask names that are lung fields (their union is the lungs)."""
+
+
+def lung_mask(sample: Sample) -> Tensor | None:
+    """The union of the sample's lung masks (:data:`LUNG_MASKS`), None where it has no non-empty one."""
+    found = [mask for name, mask in (sample.masks or {}).items() if name in LUNG_MASKS]
+    union = torch.stack(found).any(dim=0) if found else None
+    return union if union is not None and bool(union.any()) else None
+
+
+def lung_box(sample: Sample) -> tuple[float, float, float, float] | None:
+    """The xyxy box around the lungs: of the lung masks, else of the boxes whose label names a lung
+    (covid's "Left Lung" / "Right Lung"); None where the sample has neither."""
+    mask = lung_mask(sample)
+    if mask is not None:
+        rows, cols = torch.nonzero(mask.any(dim=1)).ravel(), torch.nonzero(mask.any(dim=0)).ravel()
+        return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+    boxes, names = sample.boxes if sample.boxes is not None else [], sample.box_labels or []
+    chosen = [box for box, name in zip(boxes, names, strict=False) if "lung" in name.lower()]
+    if not chosen:
+        return None
+    boxes = torch.stack(chosen)
+    return (*boxes[:, :2].min(dim=0).values.tolist(), *boxes[:, 2:].max(dim=0).values.tolist())
+
+
+class CropLungs:
+    """Crop to the lungs (:func:`lung_box`) widened by ``margin`` of their size on each side and towards
+    the target's aspect ratio (within the image: no padding; what does not fit is stretched), then
+    resize to (height, width). An image without lung masks or boxes (a loose file at prediction) is
+    fitted by :class:`CropCenter` instead."""
+
+    def __init__(self, size: tuple[int, int], margin: float = 0.05) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.margin = margin
+
+    def __call__(self, sample: Sample) -> Sample:
+        box = lung_box(sample)
+        if box is None:
+            return CropCenter(self.size)(sample)
+        x0, y0, x1, y1 = box
+        box_w, box_h = (x1 - x0) * (1 + 2 * self.margin), (y1 - y0) * (1 + 2 * self.margin)
+        aspect = self.size[1] / self.size[0]
+        box_w, box_h = max(box_w, box_h * aspect), max(box_h, box_w / aspect)
+        height, width = sample.size
+        crop_w, crop_h = min(width, max(1, round(box_w))), min(height, max(1, round(box_h)))
+        left = min(max(0, round((x0 + x1 - crop_w) / 2)), width - crop_w)
+        top = min(max(0, round((y0 + y1 - crop_h) / 2)), height - crop_h)
+        steps = v2.Compose([_Crop(top, left, (crop_h, crop_w)), _Resize(list(self.size), antialias=True)])
+        geometry = (
+            Geometry.of(sample)
+            .scaled(1.0, 1.0, -left, -top, (crop_h, crop_w))
+            .scaled(self.size[1] / crop_w, self.size[0] / crop_h, 0, 0, self.size)
+        )
+        return _unpack(sample, steps(_pack(sample)), geometry)
+
+    def __repr__(self) -> str:
+        return f"CropLungs(size={self.size}, margin={self.margin})"
+
+
+class _Crop(v2.Transform):
+    """Keep rows ``top ..`` and columns ``left ..`` of (height, width) pixels; zeros where that lies
+    outside the image."""
+
+    def __init__(self, top: int, left: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.top, self.left, self.crop_size = top, left, size
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        height, width = self.crop_size
+        return self._call_kernel(F.crop, inpt, top=self.top, left=self.left, height=height, width=width)
+
+
+RESIZE_MODES: dict[ResizeMode, Callable[[tuple[int, int]], Callable[[Sample], Sample]]] = {
+    "letterbox": Letterbox,
+    "stretch": Stretch,
+    "crop_center": CropCenter,
+    "crop_lungs": CropLungs,
+}
+"""How ``data.resize`` fits a file to the model's input size (every mode keeps the way back)."""
+
+
 class RandomIntensity:
     """Random gamma, contrast and brightness of the image only; factors drawn in ``[1 - x, 1 + x]``.
 
@@ -365,15 +508,17 @@ def build_transforms(
     augment: bool,
     gaze_sigma_fraction: float | None,
     pseudo_gaze: bool = False,
+    resize: ResizeMode = "letterbox",
 ) -> Callable[[Sample], Sample]:
     """The pipeline every recipe uses: box-derived stand-in fixations first when ``pseudo_gaze``
-    (see ``radsight.data.pseudo_gaze``), letterbox, mild affine + intensity when training with
-    ``augment``, then the gaze map when ``gaze_sigma_fraction`` is given.
+    (see ``radsight.data.pseudo_gaze``), the fit to ``image_size`` that ``resize`` names (see
+    :data:`RESIZE_MODES`), mild affine + intensity when training with ``augment``, then the gaze map
+    when ``gaze_sigma_fraction`` is given.
 
-    No flip (left/right is anatomy) and no crop (it could cut away the lesion a label refers to).
+    No flip (left/right is anatomy) and no random crop (it could cut away the lesion a label refers to).
     """
     steps: list[Callable[[Sample], Sample]] = [PseudoGaze()] if pseudo_gaze else []
-    steps.append(Letterbox(image_size))
+    steps.append(RESIZE_MODES[resize](image_size))
     if train and augment:
         steps += [RandomAffine(), RandomIntensity()]
     if gaze_sigma_fraction is not None:

@@ -646,3 +646,32 @@ def _step_pr(tp: FloatArray, fp: FloatArray, grid: FloatArray) -> FloatArray:
         index = np.searchsorted((recall + offset).ravel(), (grid + offset).ravel(), side="left")
         out[rows] = best_after.ravel()[index].reshape(rows.size, grid.size)
     return out
+
+
+def auroc_with_ci(
+    name: str,
+    scores: ArrayLike,
+    labels: ArrayLike,
+    patient_ids: Sequence | ArrayLike,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """AUROC of any per-image score (a probability, an image width, a category's positive rate) for one
+    label (1 / 0, NaN left out), with its patient-bootstrap BCa interval: ``{name, name_ci_low,
+    name_ci_high}``. Undefined (None) with one class only."""
+    score, label = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    keep = ~np.isnan(label) & ~np.isnan(score)
+    ids = np.asarray(patient_ids)[keep]
+    ranking = _rank(score[keep], label[keep] == 1, np.arange(int(keep.sum())))
+    if ranking is None:
+        return with_ci(name, float("nan"), None)
+
+    def statistic(weights: FloatArray) -> dict[str, FloatArray]:
+        return {"auroc": _label_metrics(ranking, weights, float("nan"))["auroc"]}
+
+    value = float(statistic(np.ones((1, ids.size)))["auroc"][0])
+    replicates = None
+    if n_boot > 0 and np.isfinite(value):
+        replicates = resample(statistic, patient_groups(ids, ids.size), n_boot, seed)["auroc"]
+    return with_ci(name, value, replicates)
