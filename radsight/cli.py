@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from radsight import __version__
@@ -85,7 +85,10 @@ app = typer.Typer(cls=PlainGroup, no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
 subcommand = functools.partial(app.command, cls=PlainCommand)
-console = Console(stderr=True)
+# Neither console reads markup: what they print holds file names, recipe names and labels, which are the
+# user's text and are shown literally ("[bold]scan.png" stays that).
+console = Console(stderr=True, markup=False)
+stdout = Console(markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 SetOption = Annotated[
@@ -117,7 +120,7 @@ MAX_LABEL_COLUMNS = 6
 
 def _print_version(value: bool) -> None:
     if value:
-        Console().print(f"radsight {__version__}")
+        stdout.print(f"radsight {__version__}")
         raise typer.Exit()
 
 
@@ -155,7 +158,7 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RadsightError as error:
-            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            console.print(Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -211,8 +214,8 @@ def _print_headline(metrics: dict[str, Any], out: Path) -> None:
         for key, value in section.items():
             if key.endswith(("_macro", "accuracy")) and isinstance(value, float):
                 table.add_row(key, section_cell(section, key))
-    Console().print(table)
-    Console().print(f"report: {out / 'report.md'}")
+    stdout.print(table)
+    stdout.print(f"report: {out / 'report.md'}")
 
 
 @subcommand()
@@ -379,7 +382,7 @@ def predict(
 
     payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign)
     _print_predictions(payload)
-    Console().print(f"wrote {out / 'predictions.json'}")
+    stdout.print(f"wrote {out / 'predictions.json'}")
 
 
 def _print_predictions(payload: dict[str, Any]) -> None:
@@ -392,16 +395,16 @@ def _print_predictions(payload: dict[str, Any]) -> None:
     for row in rows:
         probabilities = row["probabilities"]
         table.add_row(
-            escape(Path(row["path"]).name),
-            escape(row["top_label"]),
+            Path(row["path"]).name,
+            row["top_label"],
             f"{probabilities[row['top_label']]:.3f}",
             *(f"{probabilities[label]:.3f}" for label in per_label),
         )
-    Console().print(table)
+    stdout.print(table)
     for row in rows:
         if row["warnings"]:
             text = f"{row['path']}: {'; '.join(row['warnings'])}"
-            console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+            console.print(Text.assemble(("warning:", "yellow"), f" {text}"), highlight=False, soft_wrap=True)
 
 
 @subcommand("explain")
@@ -442,17 +445,17 @@ def compare(
     result = compare_runs(runs, out, metrics=metric, n_boot=n_boot)
     table = Table("run", *HEADLINE, title=f"comparison on {result['n_images']} shared test images (95% CI)")
     for row in result["runs"]:
-        table.add_row(escape(row["run"]), *(section_cell(row, key) for key in HEADLINE))
+        table.add_row(row["run"], *(section_cell(row, key) for key in HEADLINE))
     tests = Table(
         "run", "metric", "difference [95% CI]", "p", title="paired bootstrap tests against the first"
     )
     for test in result["paired_tests"]:
         tests.add_row(
-            escape(test["run"]), test["metric"], section_cell(test, "difference"), number(test["p_value"], 4)
+            test["run"], test["metric"], section_cell(test, "difference"), number(test["p_value"], 4)
         )
-    Console().print(table)
-    Console().print(tests)
-    Console().print(f"wrote {out / 'compare.md'}")
+    stdout.print(table)
+    stdout.print(tests)
+    stdout.print(f"wrote {out / 'compare.md'}")
 
 
 @subcommand()
@@ -477,11 +480,11 @@ def curve(
     quiet_trainer_logs()
     payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
     for name, points in payload["recipes"].items():
-        Console().print(
+        stdout.print(
             name,
             [(p["labels_per_class"], None if p["value"] is None else round(p["value"], 3)) for p in points],
         )
-    Console().print(f"plot: {out / 'curve.png'}")
+    stdout.print(f"plot: {out / 'curve.png'}")
 
 
 @subcommand()
@@ -498,7 +501,7 @@ def ablate(
 
     quiet_trainer_logs()
     run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
-    Console().print((out / "ablation.md").read_text())
+    stdout.print((out / "ablation.md").read_text())
 
 
 @subcommand("glam-compare")
@@ -522,8 +525,8 @@ def glam_compare(
     result = run_glam_comparison(
         glam, out, global_only=global_only, classifier=classifier, n_boot=n_boot, seed=seed
     )
-    Console().print((out / "comparison.md").read_text())
-    Console().print(json.dumps(result["relative_dice_gain"], indent=2))
+    stdout.print((out / "comparison.md").read_text())
+    stdout.print(json.dumps(result["relative_dice_gain"], indent=2))
 
 
 @data_app.command("inspect", cls=PlainCommand)
@@ -548,8 +551,8 @@ def inspect_data(
         table.add_column(column)
     for label, counts in summary["labels"].items():
         table.add_row(label, *(str(counts[k]) for k in ("positive", "negative", "not_annotated")))
-    Console().print(table)
-    Console().print(json.dumps(summary["coverage"]))
+    stdout.print(table)
+    stdout.print(json.dumps(summary["coverage"]))
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:

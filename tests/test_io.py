@@ -64,7 +64,7 @@ def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):
 
 
 def test_rescale_and_window_are_applied(tmp_path):
-    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (4, 1))
+    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (8, 1))
     path = write_dicom(
         tmp_path / "w.dcm", ramp, RescaleSlope=2, RescaleIntercept=-100, WindowCenter=900, WindowWidth=200
     )
@@ -110,14 +110,14 @@ def test_real_nyu_mammogram_is_twelve_bit(data_root):
 
 def test_rgb_jpeg_and_gray_png_read_as_one_channel(tmp_path):
     rgb = np.zeros((20, 30, 3), dtype=np.uint8)
-    rgb[..., :] = 200
+    rgb[..., :] = np.linspace(100, 200, 30, dtype=np.uint8)[None, :, None]  # a smooth horizontal ramp
     Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
     Image.fromarray(rgb[..., 0]).save(tmp_path / "b.png")
     jpeg, _ = read_image(tmp_path / "a.jpg")
     png, info = read_image(tmp_path / "b.png")
     assert jpeg.shape == png.shape == (1, 20, 30)
     assert info.bits_stored == 8
-    assert float(png.mean()) == pytest.approx(200 / 255)
+    assert float(png.mean()) == pytest.approx(rgb[..., 0].mean() / 255)
     assert float((jpeg - png).abs().max()) < 0.02
 
 

@@ -12,6 +12,7 @@ from radsight.checkpoints import write_json
 from radsight.config import SourceSpec
 from radsight.data.assemble import build_source
 from radsight.data.transforms import Letterbox
+from radsight.errors import DataError
 from radsight.explain.overlay import overlay, save_grid
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,17 @@ def coverage(dataset: Any) -> dict[str, float]:
 
 
 def contact_sheet(dataset: Any, path: Path, max_images: int) -> Path:
-    """Draw the first images with every annotation they carry, favouring annotated ones."""
+    """Draw the first readable images with every annotation they carry, favouring annotated ones; a
+    dataset of which no image can be read is a DataError naming its first bad file."""
     letterbox = Letterbox(SHEET_SIZE)
     annotated = [
         i for i, r in enumerate(getattr(dataset, "records", [])) if r.boxes is not None or r.mask_paths
     ]
-    order = list(dict.fromkeys([*annotated[: max_images // 2], *range(len(dataset))]))[:max_images]
+    order = dict.fromkeys([*annotated[: max_images // 2], *range(len(dataset))])
     cells = []
     for index in order:
+        if len(cells) == max_images:
+            break
         sample = dataset[index]
         if sample is None:
             continue
@@ -73,6 +77,11 @@ def contact_sheet(dataset: Any, path: Path, max_images: int) -> Path:
                 title=Path(sample.meta.path).name[:28],
             )
         )
+    if not cells:
+        skipped = getattr(dataset, "skipped", [])
+        first = f"; the first: {skipped[0]}" if skipped else ""
+        problem = f"none of its {len(dataset)} images can be read{first}"
+        raise DataError(getattr(dataset, "root", None), problem)
     rows = [cells[i : i + SHEET_COLUMNS] for i in range(0, len(cells), SHEET_COLUMNS)]
     return save_grid(rows, path)
 
