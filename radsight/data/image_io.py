@@ -259,22 +259,26 @@ def _whole(dataset: Any, keyword: str, path: str | Path, default: int | None = N
 
 def _numbers(dataset: Any, keyword: str, path: str | Path) -> list[float]:
     """An attribute's finite numeric values (none when absent), or a DataError naming it."""
-    value = dataset.get(keyword)
+    try:
+        value = dataset.get(keyword)  # pydicom converts a value when it is first read
+    except (TypeError, ValueError, OverflowError) as error:
+        raise DataError(path, f"DICOM {keyword} is not numeric ({_reason(error)})") from None
     if value is None or value == "":
         return []
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str | bytes) else [value]
+    shown = "\\".join(str(v) for v in values)  # as DICOM writes several values
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise DataError(path, f"DICOM {keyword} {str(value)!r} is not numeric") from None
+        raise DataError(path, f"DICOM {keyword} '{shown}' is not numeric") from None
     if not all(math.isfinite(n) for n in numbers):
-        raise DataError(path, f"DICOM {keyword} {str(value)!r} is not finite")
+        raise DataError(path, f"DICOM {keyword} '{shown}' is not finite")
     return numbers
 
 
 def _check_rendering(dataset: Any, path: str | Path) -> None:
-    """Refuse, before decoding, what a grayscale rendering cannot use: colour or palette images and
-    non-numeric or empty rescale and window values."""
+    """Refuse, before decoding, what a grayscale rendering cannot use: colour or palette images,
+    non-numeric rescale and window values, an empty window, an unknown VOI function, incomplete LUTs."""
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric not in GRAYSCALE:
         raise DataError(
@@ -286,6 +290,10 @@ def _check_rendering(dataset: Any, path: str | Path) -> None:
     if slope and slope[0] == 0:
         raise DataError(path, "DICOM RescaleSlope 0 would make every pixel the same")
     _numbers(dataset, "RescaleIntercept", path)
+    for keyword in ("ModalityLUTSequence", "VOILUTSequence"):
+        for item in dataset.get(keyword) or []:
+            if len(_numbers(item, "LUTDescriptor", path)) != 3 or "LUTData" not in item:
+                raise DataError(path, f"DICOM {keyword} item lacks a 3-value LUTDescriptor or its LUTData")
     if "WindowCenter" in dataset:
         centers = _numbers(dataset, "WindowCenter", path)
         widths = _numbers(dataset, "WindowWidth", path)
