@@ -155,3 +155,39 @@ def test_dicom_mask_reads_nonzero_pixels_as_inside(tmp_path):
     assert mask.dtype == torch.bool and torch.equal(mask, torch.from_numpy(pixels > 0))
     with pytest.raises(DataError, match="mask size 10x12 differs from its image 12x12"):
         read_mask(path, (12, 12))
+
+
+def test_degenerate_images_are_read_when_allowed(tmp_path):
+    Image.fromarray(np.full((1, 4000), 90, dtype=np.uint8)).save(tmp_path / "line.png")
+    with pytest.raises(DataError, match=r"line\.png: 4000x1 image has a side below 8 pixels"):
+        read_image(tmp_path / "line.png")
+    image, info = read_image(tmp_path / "line.png", allow_degenerate=True)
+    assert image.shape == (1, 1, 4000) and info.original_size == (1, 4000)
+    assert torch.all(image == 90 / 255)
+
+
+def test_the_pixel_limit_is_checked_from_the_header_and_can_be_raised(tmp_path):
+    values = np.add.outer(np.arange(100), np.arange(120)).astype(np.uint8)
+    Image.fromarray(values).save(tmp_path / "film.png")
+    with pytest.raises(DataError, match=r"film\.png: 120x100x1 pixels \(12,000\) exceed the limit of 11,999"):
+        read_image(tmp_path / "film.png", max_pixels=11_999)
+    with pytest.raises(DataError, match="exceed the limit of 11,999"):
+        read_mask(tmp_path / "film.png", max_pixels=11_999)
+    assert read_image(tmp_path / "film.png", max_pixels=12_000)[0].shape == (1, 100, 120)
+
+
+def test_source_options_choose_how_files_are_read(tmp_path):
+    from radsight.config import SourceSpec
+    from radsight.data.assemble import SourceReading, build_source
+
+    Image.fromarray(np.full((40, 50), 90, dtype=np.uint8)).save(tmp_path / "flat.png")
+    (tmp_path / "list.csv").write_text("path,patient_id\nflat.png,p1\n")
+    options = {"csv": str(tmp_path / "list.csv")}
+    with pytest.raises(DataError, match=r"flat\.png: image is constant"):
+        build_source(SourceSpec(name="manifest", options=options))[0]
+    allowed = SourceSpec(name="manifest", options={**options, "allow_degenerate": True, "max_pixels": 2000})
+    assert SourceReading.of(allowed).read_options == {"max_pixels": 2000, "allow_degenerate": True}
+    assert float(build_source(allowed)[0].image.mean()) == pytest.approx(90 / 255)
+    smaller = SourceSpec(name="manifest", options={**options, "allow_degenerate": True, "max_pixels": 1999})
+    with pytest.raises(DataError, match="exceed the limit of 1,999"):
+        build_source(smaller)[0]

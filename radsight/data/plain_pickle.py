@@ -31,6 +31,7 @@ class _PlainUnpickler(pickle.Unpickler):
         self.max_items = max_items
 
     def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module  # as protocols 0 to 2 name it
         if module == "builtins" and name in _ALLOWED:
             return self._bounded(super().find_class(module, name), f"{module}.{name}")
         raise DataError(self.path, f"refused pickle global {module}.{name}: only plain data is read")
