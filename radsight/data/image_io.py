@@ -40,6 +40,7 @@ MIN_SIDE = 8
 line or a dot, and a model would still answer on one."""
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+UNSAFE_DECODERS = ("gdcm",)
 _ALLOW_HINT = "the source option allow_degenerate: true reads it"
 
 
@@ -318,6 +319,35 @@ def _pixel_spacing(dataset: Any, path: str | Path) -> tuple[float, float] | None
     return None
 
 
+def _decoded(dataset: Any, path: str | Path) -> np.ndarray:
+    """The pixel data as an array, compressed syntaxes through each installed decoder but GDCM's in
+    turn: GDCM aborts the whole process (an uncaught C++ exception) on some inconsistent headers, and
+    radsight does not depend on it."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    plugins = [""]  # uncompressed data needs no plugin
+    if syntax is not None and syntax.is_compressed:
+        try:
+            plugins = [name for name in get_decoder(syntax).available_plugins if name not in UNSAFE_DECODERS]
+        except NotImplementedError:
+            raise DataError(path, f"no decoder for the transfer syntax {syntax}") from None
+        if not plugins:
+            raise DataError(
+                path, f"no decoder for {syntax.name} (GDCM is not used): install a pylibjpeg plugin"
+            )
+    failures = []
+    for plugin in plugins:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dataset.pixel_array_options(decoding_plugin=plugin)
+                return dataset.pixel_array
+        except Exception as error:  # decoders raise many types; all mean the pixel data is unusable
+            failures.append(_reason(error))
+    raise DataError(path, f"cannot decode DICOM pixel data ({'; '.join(failures)})")
+
+
 def _dicom_pixels(
     file: Path | BytesIO, path: str | Path, bounds: _Bounds, *, grayscale: bool = True
 ) -> tuple[Any, np.ndarray]:
@@ -330,12 +360,7 @@ def _dicom_pixels(
     bounds.check(path, _whole(dataset, "Rows", path), _whole(dataset, "Columns", path), planes)
     if grayscale:
         _check_rendering(dataset, path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = dataset.pixel_array
-    except Exception as error:  # decoders raise many types; all mean the pixel data is unusable
-        raise DataError(path, f"cannot decode DICOM pixel data ({_reason(error)})") from None
+    pixels = _decoded(dataset, path)
     if pixels.ndim != 2:
         raise DataError(path, f"expected one grayscale frame, got pixel array of shape {pixels.shape}")
     return dataset, pixels
