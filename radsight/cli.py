@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from radsight import __version__
@@ -92,7 +92,21 @@ app = typer.Typer(cls=PlainGroup, no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
 subcommand = functools.partial(app.command, cls=PlainCommand)
-console = Console(stderr=True)
+# Neither console reads markup: what they print holds file names, recipe names and labels, which are the
+# user's text and are shown literally ("[bold]scan.png" stays that).
+console = Console(stderr=True, markup=False)
+stdout = Console(markup=False)
+
+
+def print_flagged(flag: str, style: str, text: str) -> None:
+    """One line on stderr: a coloured ``flag``, then ``text`` exactly as given."""
+    console.print(Text.assemble((flag, style), f" {text}"), highlight=False, soft_wrap=True)
+
+
+def print_error(text: str) -> None:
+    print_flagged("error:", "bold red", text)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 SetOption = Annotated[
@@ -126,7 +140,7 @@ FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 def _print_version(value: bool) -> None:
     if value:
-        Console().print(f"radsight {__version__}")
+        stdout.print(f"radsight {__version__}")
         raise typer.Exit()
 
 
@@ -169,7 +183,7 @@ def reports_errors(command: F) -> F:
             if error.errno not in FULL_DISK:
                 raise
             message = f"{error.filename or 'an output file'}: cannot write ({error.strerror.lower()})"
-        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        print_error(message)
         raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -231,8 +245,8 @@ def _print_headline(metrics: dict[str, Any], out: Path) -> None:
         for key, value in section.items():
             if key.endswith(("_macro", "accuracy")) and isinstance(value, float):
                 table.add_row(key, section_cell(section, key))
-    Console().print(table)
-    Console().print(f"report: {out / 'report.md'}")
+    stdout.print(table)
+    stdout.print(f"report: {out / 'report.md'}")
 
 
 @subcommand()
@@ -432,7 +446,7 @@ def predict(
 
     payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign, dicom=dicom)
     _print_predictions(payload)
-    Console().print(f"wrote {out / 'predictions.json'}")
+    stdout.print(f"wrote {out / 'predictions.json'}")
 
 
 def _predict_study(model: Path, url: str, study: str, how: str | None) -> None:
@@ -443,10 +457,10 @@ def _predict_study(model: Path, url: str, study: str, how: str | None) -> None:
 
     outcome = predict_study(DicomPredictor.load(model, how), PacsClient.from_environment(url), study)
     for line in outcome.skipped:
-        console.print(f"skipped: {escape(line)}", highlight=False, soft_wrap=True)
+        console.print(f"skipped: {line}", highlight=False, soft_wrap=True)
     for line in outcome.failed:
-        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-    Console().print(
+        print_error(line)
+    stdout.print(
         f"study {study}: stored {len(outcome.stored)} result object(s), "
         f"{len(outcome.already_held)} already in the PACS",
         soft_wrap=True,
@@ -496,16 +510,16 @@ def _print_predictions(payload: dict[str, Any]) -> None:
     for row in rows:
         probabilities = row["probabilities"]
         table.add_row(
-            escape(Path(row["path"]).name),
-            escape(row["top_label"]),
+            Path(row["path"]).name,
+            row["top_label"],
             f"{probabilities[row['top_label']]:.3f}",
             *(f"{probabilities[label]:.3f}" for label in per_label),
         )
-    Console().print(table)
+    stdout.print(table)
     for row in rows:
         if row["warnings"]:
             text = f"{row['path']}: {'; '.join(row['warnings'])}"
-            console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+            print_flagged("warning:", "yellow", text)
 
 
 @subcommand("explain")
@@ -573,17 +587,17 @@ def compare(
     result = compare_runs(runs, out, metrics=metric, n_boot=n_boot)
     table = Table("run", *HEADLINE, title=f"comparison on {result['n_images']} shared test images (95% CI)")
     for row in result["runs"]:
-        table.add_row(escape(row["run"]), *(section_cell(row, key) for key in HEADLINE))
+        table.add_row(row["run"], *(section_cell(row, key) for key in HEADLINE))
     tests = Table(
         "run", "metric", "difference [95% CI]", "p", title="paired bootstrap tests against the first"
     )
     for test in result["paired_tests"]:
         tests.add_row(
-            escape(test["run"]), test["metric"], section_cell(test, "difference"), number(test["p_value"], 4)
+            test["run"], test["metric"], section_cell(test, "difference"), number(test["p_value"], 4)
         )
-    Console().print(table)
-    Console().print(tests)
-    Console().print(f"wrote {out / 'compare.md'}")
+    stdout.print(table)
+    stdout.print(tests)
+    stdout.print(f"wrote {out / 'compare.md'}")
 
 
 @subcommand()
@@ -609,11 +623,11 @@ def curve(
     with locked_folder(out):
         payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
     for name, points in payload["recipes"].items():
-        Console().print(
+        stdout.print(
             name,
             [(p["labels_per_class"], None if p["value"] is None else round(p["value"], 3)) for p in points],
         )
-    Console().print(f"plot: {out / 'curve.png'}")
+    stdout.print(f"plot: {out / 'curve.png'}")
 
 
 @subcommand()
@@ -631,7 +645,7 @@ def ablate(
     quiet_trainer_logs()
     with locked_folder(out):
         run_ablation(ablation, out, overrides, resume=resume, n_boot=n_boot)
-    Console().print((out / "ablation.md").read_text())
+    stdout.print((out / "ablation.md").read_text())
 
 
 @subcommand("glam-compare")
@@ -655,8 +669,8 @@ def glam_compare(
     result = run_glam_comparison(
         glam, out, global_only=global_only, classifier=classifier, n_boot=n_boot, seed=seed
     )
-    Console().print((out / "comparison.md").read_text())
-    Console().print(json.dumps(result["relative_dice_gain"], indent=2))
+    stdout.print((out / "comparison.md").read_text())
+    stdout.print(json.dumps(result["relative_dice_gain"], indent=2))
 
 
 @data_app.command("inspect", cls=PlainCommand)
@@ -708,19 +722,19 @@ def inspect_data(
         table.add_column(column)
     for label, counts in summary["labels"].items():
         table.add_row(label, *(str(counts[k]) for k in ("positive", "negative", "not_annotated")))
-    Console().print(table)
-    Console().print(json.dumps(summary["coverage"]))
+    stdout.print(table)
+    stdout.print(json.dumps(summary["coverage"]))
     _print_audit(audit)
-    Console().print(f"report: {out / 'report.md'}")
+    stdout.print(f"report: {out / 'report.md'}")
     audit.check(strict)
 
 
 def _print_audit(audit: ShortcutAudit) -> None:
     """The shortcut audit's warning lines (one per flagged label) and notes, or that it found none."""
     for line in audit.warnings():
-        console.print(f"[yellow]shortcut warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        print_flagged("shortcut warning:", "yellow", line)
     for line in audit.notes:
-        console.print(f"shortcut note: {escape(line)}", highlight=False, soft_wrap=True)
+        console.print(f"shortcut note: {line}", highlight=False, soft_wrap=True)
     if not audit.warnings():
         console.print(f"shortcut audit: no predictor above AUROC {audit.level:.2f} for any label")
 

@@ -311,7 +311,7 @@ def test_train_without_a_test_split_only_when_nothing_is_evaluated(recipes_dir, 
 
 
 def _manifest(tmp_path: Path, rows: str, header: str = "path,patient_id,nodule") -> Path:
-    Image.fromarray(np.full((40, 50), 90, dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.add.outer(np.arange(40), np.arange(50)).astype(np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "data.csv").write_text(f"{header}\n{rows}\n")
     return tmp_path
 

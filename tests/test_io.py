@@ -66,7 +66,7 @@ def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):
 
 
 def test_rescale_and_window_are_applied(tmp_path):
-    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (4, 1))
+    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (8, 1))
     path = write_dicom(
         tmp_path / "w.dcm", ramp, RescaleSlope=2, RescaleIntercept=-100, WindowCenter=900, WindowWidth=200
     )
@@ -112,14 +112,14 @@ def test_real_nyu_mammogram_is_twelve_bit(data_root):
 
 def test_rgb_jpeg_and_gray_png_read_as_one_channel(tmp_path):
     rgb = np.zeros((20, 30, 3), dtype=np.uint8)
-    rgb[..., :] = 200
+    rgb[..., :] = np.linspace(100, 200, 30, dtype=np.uint8)[None, :, None]  # a smooth horizontal ramp
     Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
     Image.fromarray(rgb[..., 0]).save(tmp_path / "b.png")
     jpeg, _ = read_image(tmp_path / "a.jpg")
     png, info = read_image(tmp_path / "b.png")
     assert jpeg.shape == png.shape == (1, 20, 30)
     assert info.bits_stored == 8
-    assert float(png.mean()) == pytest.approx(200 / 255)
+    assert float(png.mean()) == pytest.approx(rgb[..., 0].mean() / 255)
     assert float((jpeg - png).abs().max()) < 0.02
 
 
@@ -212,10 +212,12 @@ def test_stretch_is_a_contrast_change_of_the_standard_rendering(chest):
 
 
 def test_window_outside_the_values_clips_instead_of_stretching(tmp_path):
-    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (4, 1))
+    ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (8, 1))
     path = write_dicom(tmp_path / "w.dcm", ramp, WindowCenter=2000, WindowWidth=1000)
-    assert float(read_image(path)[0].max()) == 0.0  # every value is below the window: black
-    with pytest.raises(DataError, match=r"w\.dcm: DICOM image is constant"):
+    with pytest.raises(DataError, match=r"w\.dcm: image is constant"):  # every value is below the window
+        read_image(path)
+    assert float(read_image(path, allow_degenerate=True)[0].max()) == 0.0  # black, not stretched
+    with pytest.raises(DataError, match=r"w\.dcm: image is constant"):
         read_image(path, rendering="stretch")
 
 
@@ -248,3 +250,39 @@ def test_sigmoid_window_equals_dcmtk(tmp_path: Path) -> None:
     dataset.save_as(path)
     ours = read_image(path)[0][0].numpy()
     assert float(np.abs(ours - dcmtk_rendering(path, ["+Wi", "1"], tmp_path)).max()) < 1e-3
+
+
+def test_degenerate_images_are_read_when_allowed(tmp_path):
+    Image.fromarray(np.full((1, 4000), 90, dtype=np.uint8)).save(tmp_path / "line.png")
+    with pytest.raises(DataError, match=r"line\.png: 4000x1 image has a side below 8 pixels"):
+        read_image(tmp_path / "line.png")
+    image, info = read_image(tmp_path / "line.png", allow_degenerate=True)
+    assert image.shape == (1, 1, 4000) and info.original_size == (1, 4000)
+    assert torch.all(image == 90 / 255)
+
+
+def test_the_pixel_limit_is_checked_from_the_header_and_can_be_raised(tmp_path):
+    values = np.add.outer(np.arange(100), np.arange(120)).astype(np.uint8)
+    Image.fromarray(values).save(tmp_path / "film.png")
+    with pytest.raises(DataError, match=r"film\.png: 120x100x1 pixels \(12,000\) exceed the limit of 11,999"):
+        read_image(tmp_path / "film.png", max_pixels=11_999)
+    with pytest.raises(DataError, match="exceed the limit of 11,999"):
+        read_mask(tmp_path / "film.png", max_pixels=11_999)
+    assert read_image(tmp_path / "film.png", max_pixels=12_000)[0].shape == (1, 100, 120)
+
+
+def test_source_options_choose_how_files_are_read(tmp_path):
+    from radsight.config import SourceSpec
+    from radsight.data.assemble import SourceReading, build_source
+
+    Image.fromarray(np.full((40, 50), 90, dtype=np.uint8)).save(tmp_path / "flat.png")
+    (tmp_path / "list.csv").write_text("path,patient_id\nflat.png,p1\n")
+    options = {"csv": str(tmp_path / "list.csv")}
+    with pytest.raises(DataError, match=r"flat\.png: image is constant"):
+        build_source(SourceSpec(name="manifest", options=options))[0]
+    allowed = SourceSpec(name="manifest", options={**options, "allow_degenerate": True, "max_pixels": 2000})
+    assert SourceReading.of(allowed).read_options == {"max_pixels": 2000, "allow_degenerate": True}
+    assert float(build_source(allowed)[0].image.mean()) == pytest.approx(90 / 255)
+    smaller = SourceSpec(name="manifest", options={**options, "allow_degenerate": True, "max_pixels": 1999})
+    with pytest.raises(DataError, match="exceed the limit of 1,999"):
+        build_source(smaller)[0]

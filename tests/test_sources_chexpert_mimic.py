@@ -23,7 +23,7 @@ SECOND = {"No Finding": 1.0}
 
 def write_image(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8) * 5).save(path)
+    Image.fromarray(np.arange(80, dtype=np.uint8).reshape(8, 10) * 3).save(path)
 
 
 def label_cells(values: dict[str, float]) -> list[float]:
@@ -89,7 +89,7 @@ def test_chexpert_frontal_train(chexpert: Path) -> None:
     # Path names the dataset folder itself: resolved from root's parent
     assert dataset.records[0].image_path == chexpert.resolve() / "train/patient00001/study1/view1_frontal.jpg"
     sample = dataset[0]
-    assert sample.size == (6, 8)
+    assert sample.size == (8, 10)
     assert sample.meta.view == "AP" and sample.meta.extra == {"bits_stored": 8, "sex": "Female", "age": 68}
 
 
@@ -110,7 +110,7 @@ def test_chexpert_csv_beside_the_image_folder(tmp_path: Path) -> None:
     dataset = CheXpert(root)
     expected = root.resolve() / "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
     assert dataset.records[0].image_path == expected
-    assert dataset[1].size == (6, 8)
+    assert dataset[1].size == (8, 10)
 
 
 def test_chexpert_bad_options_and_columns(chexpert: Path) -> None:
@@ -174,7 +174,7 @@ def test_mimic_train_frontal(mimic: Path) -> None:
     assert same(dataset.label_matrix, [targets(FIRST, NAN), targets(SECOND, NAN), nan_row])
     assert dataset.records[2].image_path == mimic / "files/p11/p11000003/s50000003/d4.jpg"
     sample = dataset[0]
-    assert sample.size == (6, 8) and sample.meta.view == "PA" and sample.meta.extra["study_id"] == "50000001"
+    assert sample.size == (8, 10) and sample.meta.view == "PA" and sample.meta.extra["study_id"] == "50000001"
 
 
 def test_mimic_splits_views_and_policy(mimic: Path) -> None:

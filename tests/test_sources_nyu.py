@@ -97,6 +97,28 @@ def test_plain_pickle_round_trip(tmp_path: Path) -> None:
     assert load_plain_pickle(path) == data
 
 
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_plain_pickle_with_sets_and_bytes_in_old_and_new_protocols(tmp_path: Path, protocol: int) -> None:
+    # protocols before 4 build sets, and protocol 2 empty bytes, by calling the builtin: still allowed
+    data = {"views": {"L-CC", "R-CC"}, "frozen": frozenset({1}), "raw": b"", "nested": [[1, [2, (3,)]]]}
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    assert load_plain_pickle(path) == data
+
+
+def test_pickle_bounds_are_parameters(tmp_path: Path) -> None:
+    path = tmp_path / "list.pkl"
+    path.write_bytes(pickle.dumps([[0] * 30, [[[1]]]]))
+    # 2 entries in the outer list, 30 + 1 in the next level, then 1 and 1: 35 items, 4 levels
+    assert load_plain_pickle(path, max_items=35, max_depth=4) == [[0] * 30, [[[1]]]]
+    with pytest.raises(DataError, match=r"list\.pkl: pickle holds more than 34 items"):
+        load_plain_pickle(path, max_items=34)
+    with pytest.raises(DataError, match="deeper than 3 levels"):
+        load_plain_pickle(path, max_depth=3)
+    with pytest.raises(DataError, match=r"pickle of \d+ bytes exceeds the limit of 10"):
+        load_plain_pickle(path, max_bytes=10)
+
+
 def test_truncated_pickle(tmp_path: Path) -> None:
     path = tmp_path / "cut.pkl"
     path.write_bytes(pickle.dumps([{"a": 1}])[:-3])

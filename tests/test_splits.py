@@ -198,11 +198,13 @@ def test_named_split_keeps_each_patient_in_one_split() -> None:
 
 
 def _manifest(folder: Path, splits: list[str], patients: list[str] | None = None) -> SourceSpec:
-    """A manifest of 32 x 32 images (one per row, label ``nodule`` alternating) with a split column."""
+    """A manifest of 32 x 32 ramps (one per row, label ``nodule`` alternating) with a split column."""
     folder.mkdir(exist_ok=True)
     rows = []
     for i, split in enumerate(splits):
-        Image.fromarray(np.full((32, 32), 10 * i, np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray((np.add.outer(np.arange(32), np.arange(32)) + 10 * i).astype(np.uint8)).save(
+            folder / f"{i}.png"
+        )
         patient = patients[i] if patients else f"p{i}"
         rows.append({"path": f"{i}.png", "patient_id": patient, "split": split, "nodule": str(i % 2)})
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)

@@ -15,6 +15,7 @@ from radsight.config import DataConfig, ResizeMode, ShortcutAuditConfig, SourceS
 from radsight.data.assemble import build_source, build_union, evaluation_pipeline
 from radsight.data.shortcut_audit import ShortcutAudit, audit_dataset
 from radsight.data.transforms import Letterbox
+from radsight.errors import DataError
 from radsight.explain.overlay import overlay, save_grid
 from radsight.report.cells import section_cell
 
@@ -61,14 +62,17 @@ def coverage(dataset: Any) -> dict[str, float]:
 
 
 def contact_sheet(dataset: Any, path: Path, max_images: int) -> Path:
-    """Draw the first images with every annotation they carry, favouring annotated ones."""
+    """Draw the first readable images with every annotation they carry, favouring annotated ones; a
+    dataset of which no image can be read is a DataError naming its first bad file."""
     letterbox = Letterbox(SHEET_SIZE)
     annotated = [
         i for i, r in enumerate(getattr(dataset, "records", [])) if r.boxes is not None or r.mask_paths
     ]
-    order = list(dict.fromkeys([*annotated[: max_images // 2], *range(len(dataset))]))[:max_images]
+    order = dict.fromkeys([*annotated[: max_images // 2], *range(len(dataset))])
     cells = []
     for index in order:
+        if len(cells) == max_images:
+            break
         sample = dataset[index]
         if sample is None:
             continue
@@ -83,6 +87,11 @@ def contact_sheet(dataset: Any, path: Path, max_images: int) -> Path:
                 title=Path(sample.meta.path).name[:28],
             )
         )
+    if not cells:
+        skipped = getattr(dataset, "skipped", [])
+        first = f"; the first: {skipped[0]}" if skipped else ""
+        problem = f"none of its {len(dataset)} images can be read{first}"
+        raise DataError(getattr(dataset, "root", None), problem)
     rows = [cells[i : i + SHEET_COLUMNS] for i in range(0, len(cells), SHEET_COLUMNS)]
     return save_grid(rows, path)
 
@@ -123,6 +132,8 @@ def inspect_dataset(
     """Write summary.json, report.md and contact_sheet.png of ``dataset`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     label_names = list(dataset.label_names)
+    # the sheet first: when no image can be read, it names the first bad file
+    sheet = contact_sheet(dataset, out_dir / "contact_sheet.png", max_images)
     audit = audit_dataset(dataset, label_names, audit_config, image_size=image_size, resize=resize, seed=seed)
     sources = getattr(dataset, "sources", [dataset])
     summary = {
@@ -131,7 +142,7 @@ def inspect_dataset(
         "patients": len(set(dataset.patient_ids)),
         "labels": label_counts(dataset.label_matrix, label_names),
         "coverage": coverage(dataset),
-        "contact_sheet": contact_sheet(dataset, out_dir / "contact_sheet.png", max_images).name,
+        "contact_sheet": sheet.name,
         "skipped_files": [line for source in sources for line in getattr(source, "skipped", [])],
         "shortcut_audit": audit.to_json(),
     }

@@ -25,13 +25,15 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from radsight.data.image_io import read_image, read_mask
+from radsight.data.image_io import MAX_PIXELS, read_image, read_mask
 from radsight.data.sample import Sample, SampleMeta
 from radsight.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 BadFilePolicy = Literal["raise", "skip"]
+READ_OPTIONS = ("bits_stored", "max_pixels", "allow_degenerate")
+"""The source options that are ``read_image``'s: how every file of the source is read."""
 Transform = Callable[[Sample], Sample]
 
 
@@ -212,11 +214,15 @@ class SourceDataset(Dataset):
         *,
         labels: Sequence[str] | None = None,
         bits_stored: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+        allow_degenerate: bool = False,
         transform: Transform | None = None,
         on_bad_file: BadFilePolicy = "raise",
     ) -> None:
         """``labels``: the subset of ``all_labels`` to keep; ``bits_stored``: the bit depth of 16-bit PNGs
-        when the files' own is wrong (see ``read_image``)."""
+        when the files' own is wrong; ``max_pixels``: the largest file read (its header is checked before
+        decoding); ``allow_degenerate``: read images too small or without contrast to be radiographs,
+        which are refused otherwise (see ``read_image``)."""
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, f"{self.name} root folder not found")
@@ -225,7 +231,11 @@ class SourceDataset(Dataset):
         self.label_names = select_labels(self.all_labels, labels)
         self.transform = transform
         self.on_bad_file = on_bad_file
-        self.bits_stored = bits_stored
+        self.read_options = {
+            "bits_stored": bits_stored,
+            "max_pixels": max_pixels,
+            "allow_degenerate": allow_degenerate,
+        }
         self.skipped: list[str] = []
         self.records = self._select(self._scan())
         if not self.records:
@@ -235,8 +245,7 @@ class SourceDataset(Dataset):
     def read_options_for(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """``read_image``'s options for this source's files under a recipe's source ``options``, known
         without reading any data (inference reads loose files exactly as the source reads its own)."""
-        bits = options.get("bits_stored")
-        return {} if bits is None else {"bits_stored": bits}
+        return {key: options[key] for key in READ_OPTIONS if options.get(key) not in (None, False)}
 
     def _scan(self) -> list[Record]:
         """Read the source's index files into records with labels over ``all_labels``."""
@@ -299,13 +308,16 @@ class SourceDataset(Dataset):
 
     def load(self, record: Record) -> Sample:
         """Read one record's image and annotations, checking that they fit the image."""
-        image, info = read_image(record.image_path, bits_stored=self.bits_stored)
+        image, info = read_image(record.image_path, **self.read_options)
         height, width = info.original_size
         boxes = None
         if record.boxes is not None and len(record.boxes):
             boxes = torch.as_tensor(np.asarray(record.boxes, dtype=np.float32)).reshape(-1, 4)
             check_boxes(boxes, (height, width), record.image_path)
-        masks = {name: read_mask_union(paths, (height, width)) for name, paths in record.mask_paths.items()}
+        limit = self.read_options["max_pixels"]
+        masks = {
+            name: read_mask_union(paths, (height, width), limit) for name, paths in record.mask_paths.items()
+        }
         fixations = None
         if record.fixations is not None:
             fixations = torch.as_tensor(np.asarray(record.fixations, dtype=np.float32)).reshape(-1, 3)
@@ -333,11 +345,13 @@ class SourceDataset(Dataset):
         )
 
 
-def read_mask_union(paths: Path | tuple[Path, ...], size: tuple[int, int]) -> torch.Tensor:
+def read_mask_union(
+    paths: Path | tuple[Path, ...], size: tuple[int, int], max_pixels: int = MAX_PIXELS
+) -> torch.Tensor:
     """One mask file, or the union of several, each of the image's ``size``."""
     if isinstance(paths, Path):
-        return read_mask(paths, size)
-    return torch.stack([read_mask(path, size) for path in paths]).any(dim=0)
+        return read_mask(paths, size, max_pixels=max_pixels)
+    return torch.stack([read_mask(path, size, max_pixels=max_pixels) for path in paths]).any(dim=0)
 
 
 def check_boxes(boxes: torch.Tensor, size: tuple[int, int], path: str | Path, tolerance: float = 1.0) -> None:

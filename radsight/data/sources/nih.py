@@ -18,6 +18,7 @@ to the file's size when the image is read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -32,9 +33,10 @@ from radsight.data.sources.base import (
     cell_value,
     drop_missing_images,
     multi_hot,
+    numeric_columns,
     read_csv,
 )
-from radsight.errors import ConfigError
+from radsight.errors import ConfigError, DataError
 
 BoxSource = Literal["nih", "rsna", "both", "none"]
 BOX_SOURCES = get_args(BoxSource)
@@ -44,6 +46,8 @@ NIH_BOX_LABELS = {"Infiltrate": "Infiltration"}
 SIZE_COLUMNS = ("Height]", "OriginalImage[Width")
 SPACING_COLUMNS = ("y]", "OriginalImagePixelSpacing[x")
 ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
+NIH_BOX_NUMBERS = ["x", "y", "w", "h"]
+RSNA_BOX_NUMBERS = ["x", "y", "width", "height", "Target", "match_mse"]
 
 
 class NIHChestXray14(SourceDataset):
@@ -78,6 +82,8 @@ class NIHChestXray14(SourceDataset):
         entry_path = self.root / "Data_Entry_2017_v2020.csv"
         entries = read_csv(entry_path, required=[*ENTRY_COLUMNS, *SIZE_COLUMNS, *SPACING_COLUMNS])
         boxes = self._boxes()
+        sizes = _positive_columns(entries, SIZE_COLUMNS, entry_path, "original size")
+        spacings = _positive_columns(entries, SPACING_COLUMNS, entry_path, "original pixel spacing")
         records = []
         for number, row in enumerate(entries.to_dict("records"), start=1):
             image = str(row["Image Index"])
@@ -93,8 +99,8 @@ class NIHChestXray14(SourceDataset):
                     box_labels=box_labels,
                     view=str(row["View Position"]),
                     extra={
-                        "acquired_size": tuple(int(row[c]) for c in SIZE_COLUMNS),
-                        "acquired_spacing": tuple(float(row[c]) for c in SPACING_COLUMNS),
+                        "acquired_size": tuple(int(value) for value in sizes[number - 1]),
+                        "acquired_spacing": tuple(float(value) for value in spacings[number - 1]),
                         "age": cell_value(row.get("Patient Age")),
                         "sex": cell_value(row.get("Patient Gender")),
                         "follow_up": cell_value(row.get("Follow-up #")),
@@ -107,17 +113,15 @@ class NIHChestXray14(SourceDataset):
         """Boxes per image file name from the tables the ``boxes`` option selects."""
         tables = []
         if self.box_source in ("nih", "both"):
-            nih = read_csv(
-                self.root / "nih_bboxes_BBox_List_2017.csv",
-                required=["Image Index", "Finding Label", "x", "y", "w", "h"],
-            )
+            path = self.root / "nih_bboxes_BBox_List_2017.csv"
+            nih = read_csv(path, required=["Image Index", "Finding Label", *NIH_BOX_NUMBERS])
+            numeric_columns(nih, NIH_BOX_NUMBERS, path)
             nih = nih.rename(columns={"Image Index": "image", "Finding Label": "label"})
             tables.append(nih.assign(label=nih["label"].replace(NIH_BOX_LABELS)))
         if self.box_source in ("rsna", "both"):
-            rsna = read_csv(
-                self.root / "rsna_pneumonia_boxes.csv",
-                required=["nih_image_index", "patientId", "x", "y", "width", "height", "Target", "match_mse"],
-            )
+            path = self.root / "rsna_pneumonia_boxes.csv"
+            rsna = read_csv(path, required=["nih_image_index", "patientId", *RSNA_BOX_NUMBERS])
+            numeric_columns(rsna, RSNA_BOX_NUMBERS, path)
             closest = rsna.loc[rsna.groupby("nih_image_index")["match_mse"].idxmin(), "patientId"]
             rsna = rsna[rsna["patientId"].isin(closest) & (rsna["Target"] == 1)]
             rsna = rsna.rename(columns={"nih_image_index": "image", "width": "w", "height": "h"})
@@ -136,3 +140,13 @@ class NIHChestXray14(SourceDataset):
         height, width = sample.size
         sample.meta.pixel_spacing = (row_mm * rows / height, column_mm * columns / width)
         return sample
+
+
+def _positive_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path, what: str) -> np.ndarray:
+    """The original size or pixel spacing columns, which rescale the spacing and so must be positive."""
+    values = numeric_columns(frame, columns, path)
+    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)).all(axis=1))
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(path, f"row {row + 1}: {what} {values[row].tolist()} is not two positive numbers")
+    return values

@@ -45,7 +45,7 @@ class NYUMammo(SourceDataset):
         """The originals hold 12-bit values and the crops 16-bit ones, whatever their brightest pixel,
         unless the recipe's ``bits_stored`` says otherwise."""
         default = 16 if options.get("cropped", True) else 12
-        return {"bits_stored": options.get("bits_stored") or default}
+        return {**super().read_options_for(options), "bits_stored": options.get("bits_stored") or default}
 
     def _scan(self) -> list[Record]:
         exam_path = self.root / "exam_list_before_cropping.pkl"
@@ -60,7 +60,11 @@ class NYUMammo(SourceDataset):
                 raise DataError(exam_path, f"exam {index} has no cancer_label dict")
             for view_key in VIEWS:
                 laterality, view = view_key.split("-")
-                for image in exam.get(view_key, []):
+                images = exam.get(view_key, [])
+                if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
+                    problem = f"exam {index}: {view_key} is {_shown(images)}, not a list of image names"
+                    raise DataError(exam_path, problem)
+                for image in images:
                     records.append(
                         Record(
                             image_path=folder / f"{image}.png",
@@ -87,4 +91,13 @@ def _breast_labels(cancer: dict[str, Any], side: str, path: Path, exam: int) -> 
     missing = [key for key in keys if key not in cancer]
     if missing:
         raise DataError(path, f"exam {exam}: cancer_label lacks {missing}")
+    for key in keys:
+        if not isinstance(cancer[key], int | float) or cancer[key] not in (0, 1):
+            raise DataError(path, f"exam {exam}: cancer_label {key} is {_shown(cancer[key])}, not 0 or 1")
     return np.array([float(cancer[key]) for key in keys], dtype=np.float32)
+
+
+def _shown(value: Any) -> str:
+    """A value of the exam list as it reads in an error line (long ones cut)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
