@@ -172,7 +172,7 @@ def train(
         write_json(out_dir / SPLITS_FILE, splits.to_json())
         write_json(out_dir / "patients.json", splits.patients)
     is_global_zero = True
-    for stage in recipe.stages:
+    for stage in method.stage_plan(splits, out_dir):
         stage_dir = out_dir / "stages" / stage.name
         method.set_stage(stage.name)
         if (stage_dir / "done.json").is_file():
