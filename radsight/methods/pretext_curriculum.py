@@ -20,7 +20,9 @@ The order (``model.order``):
 The paper publishes neither its task list, its order rule nor its budgets in a form available here; the
 tasks, the probe (budget, classifier, folds) and the lowest-to-highest rule are radsight's design. The
 probe scores, the untrained start's score and the order are written to ``curriculum.json`` in the run
-folder and to the report.
+folder and to the report. The probe runs once, in the launching process (on its GPU where there is
+one), before any stage; under DDP the other ranks start later and read its ``curriculum.json``, as a
+resumed run does, so every rank trains the same order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -195,7 +198,8 @@ class PretextCurriculum(Method):
         self, splits: DataSplits, pretext: list[str], rule: Literal["auto", "reverse"]
     ) -> dict[str, Any]:
         """Train each task alone from the same start and score the encoder by the linear probe."""
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        rank = int(os.environ.get("LOCAL_RANK", 0))
+        device = torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
         start, was_training = copy.deepcopy(self.state_dict()), self.training
         self.to(device)
         try:
