@@ -603,31 +603,72 @@ def compare(
 @subcommand()
 @reports_errors
 def curve(
-    recipes: Annotated[list[Path], typer.Argument(help="one or more recipe YAML files")],
-    out: Annotated[Path, typer.Option(help="folder for the runs, curve.json and curve.png")],
-    budgets: Annotated[str, typer.Option(help="labelled images per class, comma-separated")] = "10,30,100",
-    seeds: Annotated[int, typer.Option(help="label draws (and training seeds) per budget")] = 3,
-    metric: Annotated[str, typer.Option(help="classification metric to plot")] = "auroc_macro",
+    recipes: Annotated[
+        list[Path], typer.Argument(help="one or more recipe YAML files, or one curve file listing arms")
+    ],
+    out: Annotated[Path, typer.Option(help="folder for the runs, curve.json, curve.md and curve.png")],
+    budgets: Annotated[
+        str | None,
+        typer.Option(
+            help="labelled images per class, comma-separated, 'all' for every label (default 10,30,100)"
+        ),
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="label draws (and training seeds) per budget (default 3)")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="classification metric (default auroc_macro)")] = None,
     overrides: SetOption = [],  # noqa: B006
     resume: Annotated[bool, typer.Option(help="reuse finished runs in --out")] = False,
 ) -> None:
-    """Label-efficiency curve: test metric against the number of labels, one line per recipe."""
+    """Label-efficiency curve: test metric against the number of labels, one line per recipe or arm, with
+    patient-bootstrap CIs and paired tests against the first (or the curve file's baseline) arm."""
     existing_files(recipes)
-    from radsight.studies.curve import run_curve
+    chosen = None if budgets is None else [_budget(b.strip()) for b in budgets.split(",") if b.strip()]
+    from radsight.studies.curve import is_curve_file, load_curve_file, run_arms, run_curve
 
-    try:
-        values = [int(b) for b in budgets.split(",") if b.strip()]
-    except ValueError:
-        raise ConfigError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
     quiet_trainer_logs()
     with locked_folder(out):
-        payload = run_curve(recipes, values, seeds, out, metric=metric, overrides=overrides, resume=resume)
-    for name, points in payload["recipes"].items():
+        if len(recipes) == 1 and is_curve_file(recipes[0]):
+            spec = load_curve_file(recipes[0])
+            payload = run_arms(
+                spec.arms,
+                chosen or spec.budgets,
+                seeds or spec.seeds,
+                out,
+                metric=metric or spec.metric,
+                overrides=overrides,
+                resume=resume,
+                baseline=spec.baseline,
+                n_boot=spec.n_boot,
+            )
+        else:
+            payload = run_curve(
+                recipes,
+                chosen or [10, 30, 100],
+                seeds or 3,
+                out,
+                metric=metric or "auroc_macro",
+                overrides=overrides,
+                resume=resume,
+            )
+    for name, points in payload["arms"].items():
         stdout.print(
             name,
-            [(p["labels_per_class"], None if p["value"] is None else round(p["value"], 3)) for p in points],
+            [
+                (p["labels_per_class"] or "all", None if p["value"] is None else round(p["value"], 3))
+                for p in points
+            ],
         )
-    stdout.print(f"plot: {out / 'curve.png'}")
+    stdout.print(f"table: {out / 'curve.md'}; plot: {out / 'curve.png'}")
+
+
+def _budget(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--budgets must be comma-separated integers or 'all', got {text!r}") from None
 
 
 @subcommand()

@@ -558,6 +558,7 @@ def evaluate(
         config.map_normalisation,
     )
     figures, skipped = draw_figures(plans)
+    notes += method.report_notes()
     notes += evaluation_notes(metrics, points, "/".join(found.maps["lesions"].kinds) or config.explain)
     notes += skipped
     write_report(

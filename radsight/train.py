@@ -305,7 +305,7 @@ def _train_stages(
         write_json(out_dir / SPLITS_FILE, splits.to_json())
         write_json(out_dir / "patients.json", splits.patients)
     is_global_zero = True
-    for index, stage in enumerate(recipe.stages):
+    for index, stage in enumerate(method.stage_plan(splits, out_dir)):
         stage_dir = out_dir / "stages" / stage.name
         method.set_stage(stage.name)
         if (stage_dir / "done.json").is_file():

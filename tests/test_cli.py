@@ -179,7 +179,7 @@ def test_label_efficiency_curve_scores_every_run_on_the_same_test_images(recipes
         *overrides,
     )
     payload = json.loads((tmp_path / "curve.json").read_text())
-    points = payload["recipes"]["baseline_cpu"]
+    points = payload["arms"]["baseline_cpu"]
     assert [p["labels_per_class"] for p in points] == [5, 15]
     assert all(p["value"] is not None for p in points)
     assert (tmp_path / "curve.png").stat().st_size > 0

@@ -26,6 +26,7 @@ from test_gaze_unet import phantom_batch
 from test_glam import LABELS as MAMMO_LABELS
 from test_glam import TINY as TINY_GLAM
 from test_latent_kd import TINY as TINY_LATENT_KD
+from test_pretext_curriculum import TINY as TINY_CURRICULUM
 from test_sources_cbis import cbis
 from test_sources_chexpert_mimic import chexpert, mimic
 from test_sources_gaze import egd, reflacx
@@ -62,6 +63,7 @@ TINY_METHODS = {
     "gaze_unet": TinyMethod(TINY_GAZE_UNET, phantom_batch, CHEST_LABELS),
     "glam": TinyMethod(TINY_GLAM, mammo_batch, tuple(MAMMO_LABELS)),
     "latent_kd": TinyMethod(TINY_LATENT_KD, phantom_batch, CHEST_LABELS),
+    "pretext_curriculum": TinyMethod(TINY_CURRICULUM, phantom_batch, CHEST_LABELS),
 }
 
 
@@ -181,6 +183,7 @@ SOURCE_FIXTURES = {
     "nih": shared_data("nih-cxr14"),
     "nyu_mammo": shared_data("mammo-nyu"),
     "iu_xray": shared_data("iu-xray-reports"),
+    "pneumoniamnist": shared_data("pneumoniamnist"),
     "cbis_ddsm": written(cbis),
     "chexpert": written(chexpert),
     "mimic_cxr_jpg": written(mimic),

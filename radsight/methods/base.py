@@ -21,6 +21,9 @@ from radsight.data.sample import Batch
 from radsight.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from radsight.data.assemble import DataSplits
     from radsight.operating_points import OperatingPoints
 
 
@@ -114,10 +117,24 @@ class Method(L.LightningModule):
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------
+    @classmethod
+    def data_of(cls, stage: StageConfig) -> StageData:
+        """What ``stage`` trains on: the recipe's ``data`` section, else the method's default (known from
+        the recipe alone, before any data is read)."""
+        return stage.data if stage.data is not None else cls.stage_data_defaults.get(stage.name, StageData())
+
     def stage_data(self, stage: str) -> StageData:
-        """What ``stage`` trains on: the recipe's ``data`` section, else the method's default."""
-        chosen = self.stages[stage].data
-        return chosen if chosen is not None else self.stage_data_defaults.get(stage, StageData())
+        """What this recipe's ``stage`` trains on (see :meth:`data_of`)."""
+        return self.data_of(self.stages[stage])
+
+    def stage_plan(self, splits: DataSplits, out_dir: Path) -> list[StageConfig]:
+        """The stages to train, in order: the recipe's; a method may reorder them from the data (the
+        pretext curriculum probes its tasks first)."""
+        return list(self.stages.values())
+
+    def report_notes(self) -> list[str]:
+        """Sentences about how this model was trained, for the evaluation report; none by default."""
+        return []
 
     def set_stage(self, stage: str) -> None:
         if stage not in self.stages:

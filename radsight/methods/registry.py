@@ -26,6 +26,7 @@ METHODS = {
     "gaze_unet": "radsight.methods.gaze_unet:GazeUNet",
     "glam": "radsight.methods.glam:GLAM",
     "latent_kd": "radsight.methods.latent_kd:LatentKD",
+    "pretext_curriculum": "radsight.methods.pretext_curriculum:PretextCurriculum",
 }
 
 

@@ -23,7 +23,7 @@ Every metric is computed from weighted counts with one row per bootstrap resampl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -544,6 +544,89 @@ def paired_bootstrap_test(
         return {"a": a, "b": b, "difference": a - b}
 
     return paired_test(difference, patient_ids, prep_a.n_images, metric=metric, n_boot=n_boot, seed=seed)
+
+
+def _runs_mean(
+    runs: Sequence[ArrayLike],
+    labels: ArrayLike,
+    *,
+    metric: str,
+    multilabel: bool,
+    macro: np.ndarray | None,
+    min_count: int,
+    macro_includes_thin: bool,
+) -> tuple[Callable[[FloatArray], FloatArray], np.ndarray]:
+    """A weight-matrix statistic: the mean over ``runs`` (several trainings scored on the same images) of
+    ``metric``; and the labels its macro averages over (``macro``, else the first run's as the
+    classification section chooses them)."""
+    preps = [_prepare(probs, labels, multilabel) for probs in runs]
+    if macro is None:
+        first = preps[0]
+        macro = first.defined if macro_includes_thin else first.defined & ~first.thin(min_count)
+    cuts = _thresholds(DEFAULT_THRESHOLD, preps[0].probs.shape[1])
+    if metric not in _point(preps[0], multilabel, cuts, macro)["flat"]:
+        raise ValueError(f"unknown metric {metric!r}")
+
+    def mean(weights: FloatArray) -> FloatArray:
+        values = [_statistics(prep, weights, cuts, macro, multilabel)["flat"][metric] for prep in preps]
+        return np.mean(values, axis=0)
+
+    return mean, macro
+
+
+def runs_mean_with_ci(
+    runs: Sequence[ArrayLike],
+    labels: ArrayLike,
+    patient_ids: Sequence | ArrayLike,
+    *,
+    metric: str = "auroc_macro",
+    multilabel: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_count: int = MIN_CLASS_COUNT,
+    macro_includes_thin: bool = False,
+) -> dict:
+    """The mean ``metric`` of several runs on the same images (e.g. training seeds) as ``value`` with its
+    patient-bootstrap interval: each resample scores every run on the same drawn patients."""
+    mean, _ = _runs_mean(
+        runs,
+        labels,
+        metric=metric,
+        multilabel=multilabel,
+        macro=None,
+        min_count=min_count,
+        macro_includes_thin=macro_includes_thin,
+    )
+    groups = patient_groups(patient_ids, len(np.asarray(labels)))
+    replicates = resample(lambda w: {"value": mean(w)}, groups, n_boot, seed)["value"]
+    return with_ci("value", float(mean(np.ones((1, len(groups))))[0]), replicates)
+
+
+def runs_mean_test(
+    runs_a: Sequence[ArrayLike],
+    runs_b: Sequence[ArrayLike],
+    labels: ArrayLike,
+    patient_ids: Sequence | ArrayLike,
+    *,
+    metric: str = "auroc_macro",
+    multilabel: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_count: int = MIN_CLASS_COUNT,
+    macro_includes_thin: bool = False,
+) -> dict:
+    """Paired patient-bootstrap test of mean metric(runs of A) - mean metric(runs of B) on the same
+    images (:func:`radsight.metrics.bootstrap.paired_test`), the macro over the same labels for both."""
+    options = {"metric": metric, "multilabel": multilabel, "min_count": min_count}
+    mean_a, macro = _runs_mean(runs_a, labels, macro=None, macro_includes_thin=macro_includes_thin, **options)
+    mean_b, _ = _runs_mean(runs_b, labels, macro=macro, macro_includes_thin=macro_includes_thin, **options)
+
+    def difference(weights: FloatArray) -> dict[str, FloatArray]:
+        a, b = mean_a(weights), mean_b(weights)
+        return {"a": a, "b": b, "difference": a - b}
+
+    n_images = len(np.asarray(labels))
+    return paired_test(difference, patient_ids, n_images, metric=metric, n_boot=n_boot, seed=seed)
 
 
 def classification_curves(

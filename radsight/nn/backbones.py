@@ -20,7 +20,14 @@ from torch import Tensor, nn
 
 from radsight.errors import ConfigError
 from radsight.nn.blocks import ConvBNReLU
-from radsight.nn.weights import LoadReport, imagenet_state_dict, load_into, read_state_dict
+from radsight.nn.weights import (
+    RUN_PREFIX,
+    LoadReport,
+    imagenet_state_dict,
+    load_into,
+    read_state_dict,
+    run_encoder_state,
+)
 
 TORCHVISION_PREFIX = "torchvision:"
 # Names that the test-suite builds; any other timm CNN name works too.
@@ -274,7 +281,8 @@ def create_backbone(
 
     ``pretrained`` is a local .pth/.pt/.bin/.safetensors state dict (keys matched by name, else by order
     and shape; the classifier is ignored; a 3-channel first convolution is summed to 1 channel), or
-    ``"imagenet"`` to use the library's download, which fails fast with a ConfigError when offline.
+    ``"imagenet"`` to use the library's download, which fails fast with a ConfigError when offline, or
+    ``run:PATH``, the encoder of an earlier run (same architecture, refused in one line otherwise).
     ``kwargs`` go to the underlying builder (e.g. ``drop_rate`` for timm).
     """
     is_torchvision = name.startswith(TORCHVISION_PREFIX)
@@ -290,7 +298,9 @@ def create_backbone(
         raise ConfigError(f"backbone {name!r}: invalid option ({err})") from err
     if pretrained is None:
         return backbone
-    if str(pretrained) != "imagenet":
+    if str(pretrained).startswith(RUN_PREFIX):
+        state, source = run_encoder_state(str(pretrained), name), str(pretrained)
+    elif str(pretrained) != "imagenet":
         state, source = read_state_dict(pretrained), str(pretrained)
     elif name in _REGISTRY:
         raise ConfigError(f"backbone {name!r} has no ImageNet weights; pass a local weights file")

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from radsight.errors import ConfigError
+from radsight.run_folder import read_export_config
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 # Keys added by wrappers: DistributedDataParallel ("module.") and Lightning modules / radsight's Backbone.
@@ -82,6 +83,29 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"{path}: unknown weights format {suffix!r}; use one of {', '.join(TORCH_SUFFIXES)}, .safetensors"
         )
     return _as_state_dict(raw, path)
+
+
+RUN_PREFIX = "run:"
+"""``pretrained: run:PATH`` starts a backbone from the encoder of the run (or model folder) at PATH."""
+_ENCODER_PREFIX = "backbone.model."
+
+
+def run_encoder_state(reference: str, backbone: str) -> dict[str, Tensor]:
+    """The encoder of an earlier run (``run:PATH``): the ``backbone.`` tensors of its model.safetensors,
+    refused in one line when that run's backbone is another architecture than ``backbone``."""
+    folder = Path(reference.removeprefix(RUN_PREFIX))
+    config = read_export_config(folder)
+    trained = config.get("recipe", {}).get("model", {}).get("backbone")
+    if trained is not None and trained != backbone:
+        raise ConfigError(
+            f"model.pretrained: {reference} holds a {trained!r} encoder and this recipe builds {backbone!r}; "
+            "the architectures must match"
+        )
+    state = read_state_dict(folder / "model.safetensors")
+    encoder = {k.removeprefix(_ENCODER_PREFIX): v for k, v in state.items() if k.startswith(_ENCODER_PREFIX)}
+    if not encoder:
+        raise ConfigError(f"model.pretrained: {reference} holds no encoder (no backbone.* tensors)")
+    return encoder
 
 
 def _unpickler_reason(err: Exception) -> str:

@@ -1,12 +1,33 @@
-"""Label-efficiency curves: train and evaluate a recipe at several label budgets and seeds.
+"""Label-efficiency curves: train and evaluate arms (a recipe plus overrides) at several label budgets and
+seeds, and test each arm against a baseline arm at every budget.
 
 The patient split (and so the test set) stays fixed by ``data.split_seed``, set in every run to the
 recipe's own (its ``data.split_seed``, else its ``seed``); each (budget, seed) only draws a nested label
-subset of the training split (``data.budget`` / ``data.budget_seed``) and trains with that seed. The
-curve's value is the mean test metric over seeds, its band the mean of the per-seed 95%
-patient-bootstrap intervals, and every per-seed number is kept in ``curve.json``: the budget as
-``labels_per_class`` and the labelled training images it amounts to (``labelled_images``: positives of
-every class and as many normal images, an image positive for two classes counted once).
+subset of the training split (``data.budget`` / ``data.budget_seed``, ``all``: no budget) and trains with
+that seed.
+
+Pre-training is shared across budgets: an arm's label-free stages (those training on the ``unlabelled``
+pool, which a label budget does not touch) are trained once into ``<arm>/pretrain``, and every (budget,
+seed) run trains the arm's other stages from that encoder (``model.pretrained: run:<arm>/pretrain``).
+
+A curve file (YAML) lists the arms::
+
+    budgets: [10, 30, all]
+    seeds: 3
+    baseline: scratch            # default: the first arm
+    arms:
+      - {name: scratch, recipe: curriculum_cpu.yaml, stages: [finetune]}
+      - {name: curriculum, recipe: curriculum_cpu.yaml, overrides: [model.order=auto]}
+
+``recipe`` is relative to the curve file; ``stages`` keeps those of the recipe's stages (default all).
+
+Each point is the mean test metric over seeds with its patient-bootstrap 95% interval (every seed's run
+scored on the same resampled patients), and the paired test of the seed-mean against the baseline's
+(:func:`radsight.metrics.classification.runs_mean_test`); every per-seed number is kept in
+``curve.json``: the budget as ``labels_per_class`` (None for all) and the labelled training images it
+amounts to. Where the test images carry lung masks, the share and ratio of Grad-CAM attention inside
+them (:mod:`radsight.metrics.attention`) is tabulated per arm, and ``attention.png`` shows the maps of
+each arm's model at the largest budget on the same images.
 """
 
 from __future__ import annotations
@@ -14,19 +35,156 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import yaml
+from pydantic import Field, ValidationError
 
 from radsight.checkpoints import write_json
-from radsight.config import Recipe, load_recipe
-from radsight.errors import DataError
+from radsight.config import Recipe, Strict, load_recipe, validation_problems
+from radsight.errors import ConfigError, DataError
+from radsight.metrics.classification import runs_mean_test, runs_mean_with_ci
+from radsight.report.cells import ci_cell, number
 from radsight.report.plots import Undrawable, label_efficiency_curves
+from radsight.report.scores import ImageScores
 from radsight.run_folder import inside
-from radsight.train import train_and_evaluate
+from radsight.train import train, train_and_evaluate
 
 log = logging.getLogger(__name__)
+
+Budget = int | Literal["all"]
+ATTENTION_KEYS = ("lungs_attribution_share", "lungs_attention_ratio")
+ATTENTION_IMAGES = 4  # columns of attention.png
+
+
+class ArmSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    recipe: Path
+    overrides: list[str] = Field(default_factory=list)
+    stages: list[str] | None = Field(None, description="the recipe's stages this arm trains (default all)")
+
+
+class CurveSpec(Strict):
+    arms: list[ArmSpec] = Field(min_length=1)
+    budgets: list[Budget] = Field(min_length=1)
+    seeds: int = Field(3, ge=1)
+    metric: str = "auroc_macro"
+    baseline: str | None = Field(None, description="the arm every other is tested against (default: first)")
+    n_boot: int = Field(1000, ge=1)
+
+
+def load_curve_file(path: Path) -> CurveSpec:
+    """A curve file, its recipe paths made relative to its folder; one ConfigError line if invalid."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        spec = CurveSpec.model_validate(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    except ValidationError as error:
+        raise ConfigError(f"{path}: invalid curve file ({validation_problems(error)})") from None
+    names = [arm.name for arm in spec.arms]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"{path}: arm names must differ, got {names}")
+    if spec.baseline is not None and spec.baseline not in names:
+        raise ConfigError(f"{path}: baseline {spec.baseline!r} is not an arm; arms: {names}")
+    for arm in spec.arms:
+        arm.recipe = arm.recipe if arm.recipe.is_absolute() else path.parent / arm.recipe
+        if not arm.recipe.is_file():
+            raise ConfigError(f"{path}: arm {arm.name!r}: recipe {arm.recipe} not found")
+    return spec
+
+
+def is_curve_file(path: Path) -> bool:
+    """Whether ``path`` is a curve file (a mapping with ``arms``) rather than a recipe."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return False
+    return isinstance(raw, dict) and "arms" in raw
+
+
+def arm_overrides(base: Recipe, budget: Budget | None, seed: int) -> list[str]:
+    """The overrides of the run at ``budget`` labels per class (``all``: every label) and ``seed``: the
+    budget, its draw and the training seed change; the patient split stays the base recipe's."""
+    split_seed = base.seed if base.data.split_seed is None else base.data.split_seed
+    return [
+        f"data.budget={'null' if budget in (None, 'all') else budget}",
+        f"data.budget_seed={seed}",
+        f"seed={seed}",
+        f"data.split_seed={split_seed}",
+    ]
+
+
+def _with(recipe: Recipe, stages: Sequence[str] | None = None, pretrained: str | None = None) -> Recipe:
+    """``recipe`` keeping only ``stages`` (by name, in the recipe's order), starting from ``pretrained``."""
+    raw = recipe.model_dump(mode="json")
+    if stages is not None:
+        unknown = [name for name in stages if name not in [s["name"] for s in raw["stages"]]]
+        if unknown:
+            raise ConfigError(f"{recipe.name}: arm stages {unknown} are not stages of the recipe")
+        raw["stages"] = [s for s in raw["stages"] if s["name"] in stages]
+    if pretrained is not None:
+        raw["model"] = {**raw["model"], "pretrained": pretrained}
+    return Recipe.model_validate(raw)
+
+
+def label_free_stages(recipe: Recipe) -> list[str]:
+    """The stages that train on the unlabelled pool (a label budget does not change them)."""
+    from radsight.methods.registry import method_class
+
+    cls = method_class(recipe.method)
+    return [stage.name for stage in recipe.stages if cls.data_of(stage).pool == "unlabelled"]
+
+
+@dataclass
+class Arm:
+    """One arm as the curve trains it: its recipe at a (budget, seed) and where its pre-training went."""
+
+    spec: ArmSpec
+    overrides: list[str]
+    base: Recipe
+    pretrained: str | None = None
+    stages: list[str] | None = None
+
+    def recipe(self, budget: Budget, seed: int) -> Recipe:
+        overrides = [*self.overrides, *self.spec.overrides, *arm_overrides(self.base, budget, seed)]
+        return _with(load_recipe(self.spec.recipe, overrides), self.stages, self.pretrained)
+
+
+def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
+    """Train the arm's label-free stages once into ``out_dir/<arm>/pretrain``; its other stages then
+    start from that encoder at every budget."""
+    free = label_free_stages(arm.base)
+    rest = [stage.name for stage in arm.base.stages if stage.name not in free]
+    if not free or not rest:
+        arm.stages = None if arm.spec.stages is None else list(arm.spec.stages)
+        return
+    folder = (out_dir / arm.spec.name / "pretrain").resolve()
+    if not (resume and (folder / "model.safetensors").is_file()):
+        log.info("%s: pre-training %s once for every budget", arm.spec.name, free)
+        train(
+            _with(arm.base, free),
+            folder,
+            resume=resume and (folder / "recipe.yaml").is_file(),
+            require_test=False,
+        )
+    arm.stages, arm.pretrained = rest, f"run:{folder}"
+
+
+def _read_run(run_dir: Path, metric: str) -> dict[str, Any]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    section, localization = metrics.get("classification", {}), metrics.get("localization", {})
+    splits = json.loads((run_dir / "splits.json").read_text())
+    return {
+        "labelled_images": len(splits["train"]),
+        "value": section.get(metric),
+        "ci_low": section.get(f"{metric}_ci_low"),
+        "ci_high": section.get(f"{metric}_ci_high"),
+        **{key: localization.get(key) for key in ATTENTION_KEYS},
+    }
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -34,84 +192,267 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def arm_overrides(base: Recipe, budget: int, seed: int) -> list[str]:
-    """The overrides of the run at ``budget`` labels per class and ``seed``: the budget, its draw and the
-    training seed change; the patient split stays the base recipe's."""
-    split_seed = base.seed if base.data.split_seed is None else base.data.split_seed
-    return [
-        f"data.budget={budget}",
-        f"data.budget_seed={seed}",
-        f"seed={seed}",
-        f"data.split_seed={split_seed}",
-    ]
-
-
-def run_curve(
-    recipes: Sequence[Path],
-    budgets: Sequence[int],
+def run_arms(
+    arms: Sequence[ArmSpec],
+    budgets: Sequence[Budget],
     seeds: int,
     out_dir: Path,
     *,
     metric: str = "auroc_macro",
     overrides: Sequence[str] = (),
     resume: bool = False,
+    baseline: str | None = None,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
-    """Train every recipe x budget x seed into ``out_dir/<recipe>/b<budget>-s<seed>``; write JSON and plot.
+    """Train every arm x budget x seed into ``out_dir/<arm>/b<budget>-s<seed>`` and write curve.json,
+    curve.md, curve.png (and attention.png where the test images have lung masks).
 
     With ``resume``, runs that already have metrics.json are read instead of retrained.
     """
+    for spec in arms:  # every name is checked before anything trains
+        inside(out_dir, spec.name, "arm name")
+    prepared = [
+        Arm(spec, list(overrides), load_recipe(spec.recipe, [*overrides, *spec.overrides])) for spec in arms
+    ]
     results: dict[str, list[dict[str, Any]]] = {}
-    for recipe_path in recipes:
-        base = load_recipe(recipe_path, list(overrides))
+    runs: dict[tuple[str, Budget], list[Path]] = {}
+    for arm in prepared:
+        arm.base = _with(arm.base, arm.spec.stages)
+        pretrain(arm, out_dir, resume)
         points = []
         for budget in budgets:
             per_seed = []
             for seed in range(seeds):
-                run_dir = inside(out_dir, base.name, "recipe name") / f"b{budget}-s{seed}"
-                metrics_path = run_dir / "metrics.json"
-                if resume and metrics_path.is_file():
-                    section = json.loads(metrics_path.read_text()).get("classification", {})
-                else:
-                    recipe = load_recipe(recipe_path, [*overrides, *arm_overrides(base, budget, seed)])
+                run_dir = out_dir / arm.spec.name / f"b{budget}-s{seed}"
+                if not (resume and (run_dir / "metrics.json").is_file()):
+                    recipe = arm.recipe(budget, seed)
                     try:
-                        _, metrics = train_and_evaluate(
+                        train_and_evaluate(
                             recipe,
                             run_dir,
                             resume=resume and (run_dir / "recipe.yaml").is_file(),
-                            title=f"{recipe.name}: {budget} labels per class, seed {seed}",
+                            title=f"{arm.spec.name}: {budget} labels per class, seed {seed}",
                         )
                     except DataError as error:
-                        log.warning("%s: budget %d skipped (%s)", base.name, budget, error.problem)
+                        log.warning("%s: budget %s skipped (%s)", arm.spec.name, budget, error.problem)
                         break
-                    section = metrics.get("classification", {})
-                splits = json.loads((run_dir / "splits.json").read_text())
-                per_seed.append(
-                    {
-                        "seed": seed,
-                        "labelled_images": len(splits["train"]),
-                        "value": section.get(metric),
-                        "ci_low": section.get(f"{metric}_ci_low"),
-                        "ci_high": section.get(f"{metric}_ci_high"),
-                    }
-                )
+                per_seed.append({"seed": seed, **_read_run(run_dir, metric)})
+                runs.setdefault((arm.spec.name, budget), []).append(run_dir)
             if not per_seed:
                 continue
             points.append(
                 {
-                    "labels_per_class": budget,
+                    "labels_per_class": None if budget == "all" else budget,
                     "labelled_images_mean": _mean([s["labelled_images"] for s in per_seed]),
                     "value": _mean([s["value"] for s in per_seed]),
-                    "ci_low": _mean([s["ci_low"] for s in per_seed]),
-                    "ci_high": _mean([s["ci_high"] for s in per_seed]),
+                    **{key: _mean([s[key] for s in per_seed]) for key in ATTENTION_KEYS},
                     "seeds": per_seed,
                 }
             )
-        results[base.name] = points
+        results[arm.spec.name] = points
+    reference = baseline or arms[0].name
+    base = prepared[0].base
+    tested = _bootstrap(results, runs, budgets, reference, metric, base, n_boot)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"metric": metric, "budgets": list(budgets), "seeds": seeds, "recipes": results}
+    payload = {
+        "metric": metric,
+        "budgets": list(budgets),
+        "seeds": seeds,
+        "baseline": reference,
+        "arms": results,
+        "curriculum": _curricula(out_dir, [arm.spec.name for arm in prepared]),
+    }
+    payload["tests"] = tested
     write_json(out_dir / "curve.json", payload)
+    (out_dir / "curve.md").write_text(render_markdown(payload))
+    drawn = {
+        name: [{**p, "labels_per_class": p["labelled_images_mean"]} for p in points]
+        for name, points in results.items()
+    }
     try:
-        label_efficiency_curves(results, out_dir / "curve.png", metric=metric)
+        label_efficiency_curves(
+            drawn, out_dir / "curve.png", metric=metric, xlabel="labelled training images"
+        )
     except Undrawable as reason:
         log.warning("curve.png not drawn: %s", reason)
+    _attention_grid(prepared, runs, budgets, out_dir)
     return payload
+
+
+def _bootstrap(
+    results: dict[str, list[dict[str, Any]]],
+    runs: dict[tuple[str, Budget], list[Path]],
+    budgets: Sequence[Budget],
+    reference: str,
+    metric: str,
+    base: Recipe,
+    n_boot: int,
+) -> list[dict[str, Any]]:
+    """Fill each point's seed-mean CI and return the paired tests of every arm against ``reference``."""
+    options = {
+        "metric": metric,
+        "multilabel": base.task == "multilabel",
+        "n_boot": n_boot,
+        "min_count": base.evaluation.min_class_count,
+        "macro_includes_thin": base.evaluation.macro_includes_thin,
+    }
+    tests = []
+    for budget in budgets:
+        scored = {
+            arm: [ImageScores.read(r) for r in found] for (arm, b), found in runs.items() if b == budget
+        }
+        if reference not in scored:
+            continue
+        first = scored[reference][0]
+        labels, patients = first.labels, first.patient_ids
+
+        def aligned(scores: list[ImageScores], paths: list[str] = first.paths) -> list[np.ndarray]:
+            for s in scores:
+                if s.paths != paths:
+                    raise ConfigError("curve runs were scored on different test images; use one split_seed")
+            return [s.probs for s in scores]
+
+        for arm, scores in scored.items():
+            point = next(
+                p for p in results[arm] if p["labels_per_class"] == (None if budget == "all" else budget)
+            )
+            ci = runs_mean_with_ci(aligned(scores), labels, patients, **options)
+            point.update(value=ci["value"], ci_low=ci["value_ci_low"], ci_high=ci["value_ci_high"])
+            if arm != reference:
+                test = runs_mean_test(
+                    aligned(scores), aligned(scored[reference]), labels, patients, **options
+                )
+                tests.append({"arm": arm, "baseline": reference, "budget": budget, **test})
+    return tests
+
+
+def _curricula(out_dir: Path, names: list[str]) -> dict[str, Any]:
+    """The probe scores and order of every arm whose pre-training chose a curriculum."""
+    found = {}
+    for name in names:
+        path = out_dir / name / "pretrain" / "curriculum.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _budget_name(budget: Budget) -> str:
+    return str(budget)
+
+
+def run_curve(
+    recipes: Sequence[Path],
+    budgets: Sequence[Budget],
+    seeds: int,
+    out_dir: Path,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`run_arms` with one arm per recipe file, named by its recipe."""
+    overrides = list(options.get("overrides", ()))
+    names = [inside(out_dir, load_recipe(path, overrides).name, "recipe name").name for path in recipes]
+    arms = [ArmSpec(name=name, recipe=path) for name, path in zip(names, recipes, strict=True)]
+    return run_arms(arms, budgets, seeds, out_dir, **options)
+
+
+def render_markdown(payload: dict[str, Any]) -> str:
+    """curve.md: the label-efficiency table with CIs and tests, the probe scores, the lung-attention table."""
+    metric, reference = payload["metric"], payload["baseline"]
+    budgets = [_budget_name(b) for b in payload["budgets"]]
+    tests = {(t["arm"], _budget_name(t["budget"])): t for t in payload["tests"]}
+    lines = [
+        f"# Label efficiency: test {metric}, mean of {payload['seeds']} seed(s) [patient-bootstrap 95% CI]",
+        "",
+        f"Each cell: the seed-mean, its interval, and the paired bootstrap test against {reference} "
+        "(difference, p).",
+        "",
+        "| arm | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for arm, points in payload["arms"].items():
+        cells = []
+        by_budget = {_budget_name(p["labels_per_class"] or "all"): p for p in points}
+        for budget in budgets:
+            point = by_budget.get(budget)
+            if point is None:
+                cells.append("-")
+                continue
+            cell = ci_cell(point["value"], point.get("ci_low"), point.get("ci_high"))
+            test = tests.get((arm, budget))
+            if test is not None:
+                cell += f"; Δ {number(test['difference'])} p={number(test['p_value'])}"
+            cells.append(cell)
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for arm, record in payload.get("curriculum", {}).items():
+        scores = ", ".join(f"{name} {number(score)}" for name, score in record["scores"].items())
+        lines += [
+            "",
+            f"**{arm}** ({record['rule']}): order {' -> '.join(record['order'])}; "
+            f"{record['probe']['metric']} after {record['probe']['steps']} steps of each task alone: "
+            f"{scores} (start {number(record['start_score'])}).",
+        ]
+    if any(p.get(ATTENTION_KEYS[0]) is not None for points in payload["arms"].values() for p in points):
+        lines += [
+            "",
+            "## Grad-CAM attention inside the lung masks (seed-mean; ratio 1 = no preference)",
+            "",
+            "| arm | " + " | ".join(f"budget {b}: share / ratio" for b in budgets) + " |",
+            "|---|" + "---|" * len(budgets),
+        ]
+        for arm, points in payload["arms"].items():
+            by_budget = {_budget_name(p["labels_per_class"] or "all"): p for p in points}
+            cells = [
+                " / ".join(number(by_budget[b].get(key)) for key in ATTENTION_KEYS) if b in by_budget else "-"
+                for b in budgets
+            ]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _attention_grid(
+    arms: Sequence[Arm], runs: dict[tuple[str, Budget], list[Path]], budgets: Sequence[Budget], out_dir: Path
+) -> None:
+    """attention.png: one row per arm (its seed-0 model at the largest budget), Grad-CAM on the same test
+    images that carry lung masks, the mask outlined."""
+    import torch
+
+    from radsight.data.assemble import build_splits
+    from radsight.explain.cam import explain
+    from radsight.explain.overlay import overlay, save_grid
+    from radsight.methods.registry import load_method
+
+    largest = budgets[-1]
+    first = runs.get((arms[0].spec.name, largest))
+    if not first:
+        return
+    recipe = Recipe.model_validate(yaml.safe_load((first[0] / "recipe.yaml").read_text()))
+    test = build_splits(recipe.data, recipe.seed, stored=first[0] / "splits.json", required=("test",)).test
+    chosen = []
+    for index in range(len(test)):
+        sample = test[index]
+        if sample is not None and "lungs" in (sample.masks or {}) and bool(sample.masks["lungs"].any()):
+            chosen.append(sample)
+        if len(chosen) == ATTENTION_IMAGES:
+            break
+    if not chosen:
+        return
+    images = torch.stack([s.image for s in chosen])
+    rows = []
+    for arm in arms:
+        found = runs.get((arm.spec.name, largest))
+        if not found:
+            continue
+        method, _ = load_method(found[0])
+        with torch.no_grad():
+            logits = method.classifier()(images)
+        targets = logits.argmax(dim=1).tolist()
+        heat = explain(method.classifier(), images, method="gradcam", targets=targets)
+        rows.append(
+            [
+                overlay(
+                    s.image[0].numpy(), h.numpy(), masks={"lungs": s.masks["lungs"]}, title=f"{arm.spec.name}"
+                )
+                for s, h in zip(chosen, heat, strict=True)
+            ]
+        )
+    if rows:
+        save_grid(rows, out_dir / "attention.png")

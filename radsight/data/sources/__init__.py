@@ -27,6 +27,7 @@ SOURCES = {
     "chexpert": "radsight.data.sources.chexpert:CheXpert",
     "mimic_cxr_jpg": "radsight.data.sources.mimic:MIMICCXRJPG",
     "manifest": "radsight.data.sources.manifest:ManifestDataset",
+    "pneumoniamnist": "radsight.data.sources.pneumoniamnist:PneumoniaMNIST",
 }
 
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -61,6 +62,7 @@ IMAGING: dict[str, Imaging | None] = {
     "chexpert": CHEST_RADIOGRAPH,
     "mimic_cxr_jpg": CHEST_RADIOGRAPH,
     "manifest": None,
+    "pneumoniamnist": CHEST_RADIOGRAPH,
 }
 """Per source name, what its images are; None where a user's files may be anything (``manifest``)."""
 

@@ -1,0 +1,138 @@
+"""Label-efficiency curves of arms: a curve file through the CLI, pre-training shared across budgets,
+seed-mean intervals and paired tests, and one-line errors for a bad curve file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import run_cli
+
+from radsight.metrics.classification import classification_section, runs_mean_test, runs_mean_with_ci
+
+RECIPE = {
+    "name": "tiny_curriculum",
+    "method": "pretext_curriculum",
+    "seed": 0,
+    "data": {
+        "sources": [
+            {
+                "name": "phantom",
+                "options": {
+                    "n": 96,
+                    "size": [48, 48],
+                    "seed": 1,
+                    "classes": ["opacity"],
+                    "lesion_scale": 1.5,
+                },
+            }
+        ],
+        "labels": ["opacity"],
+        "image_size": [48, 48],
+        "split": [0.5, 0.2, 0.3],
+        "batch_size": 16,
+    },
+    "model": {"backbone": "tiny_cnn", "probe_steps": 2},
+    "stages": [{"name": "rotation", "epochs": 1}, {"name": "finetune", "epochs": 2, "lr": 0.003}],
+    "trainer": {"accelerator": "cpu", "progress_bar": False},
+    "evaluation": {"n_boot": 50, "min_class_count": 2},
+}
+
+
+def write_curve(folder: Path, **changes) -> Path:
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
+    curve = {
+        "budgets": [4, "all"],
+        "seeds": 1,
+        "n_boot": 50,
+        "arms": [
+            {"name": "scratch", "recipe": "recipe.yaml", "stages": ["finetune"]},
+            {"name": "rotation", "recipe": "recipe.yaml"},
+        ],
+        **changes,
+    }
+    path = folder / "curve.yaml"
+    path.write_text(yaml.safe_dump(curve))
+    return path
+
+
+@pytest.mark.slow
+def test_a_curve_file_with_two_arms_and_two_budgets_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    printed = run_cli("curve", write_curve(tmp_path), "--out", out).output
+    payload = json.loads((out / "curve.json").read_text())
+    assert set(payload["arms"]) == {"scratch", "rotation"} and payload["baseline"] == "scratch"
+    for points in payload["arms"].values():
+        assert [p["labels_per_class"] for p in points] == [4, None]
+        assert all(p["ci_low"] <= p["value"] <= p["ci_high"] for p in points)
+    assert [(t["arm"], t["budget"]) for t in payload["tests"]] == [("rotation", 4), ("rotation", "all")]
+    # the pretext stage trained once, and each budget fine-tuned from its encoder
+    pretrain = (out / "rotation" / "pretrain").resolve()
+    assert json.loads((pretrain / "train_log.jsonl").read_text().splitlines()[0])["stage"] == "rotation"
+    for run in ("b4-s0", "ball-s0"):
+        recipe = yaml.safe_load((out / "rotation" / run / "recipe.yaml").read_text())
+        assert recipe["model"]["pretrained"] == f"run:{pretrain}"
+        assert [s["name"] for s in recipe["stages"]] == ["finetune"]
+    scratch = yaml.safe_load((out / "scratch" / "b4-s0" / "recipe.yaml").read_text())
+    assert scratch["model"].get("pretrained") is None and not (out / "scratch" / "pretrain").exists()
+    # one test set for every run; the larger budget's labelled images include the smaller one's
+    splits = {
+        run: json.loads((out / "rotation" / run / "splits.json").read_text()) for run in ("b4-s0", "ball-s0")
+    }
+    assert splits["b4-s0"]["test"] == splits["ball-s0"]["test"]
+    assert set(splits["b4-s0"]["train"]) < set(splits["ball-s0"]["train"])
+    table = (out / "curve.md").read_text()
+    assert "| rotation |" in table and "p=" in table and "Grad-CAM attention inside the lung masks" in table
+    assert (out / "curve.png").stat().st_size > 0 and (out / "attention.png").stat().st_size > 0
+    assert "rotation" in printed and "curve.md" in printed
+
+
+def test_a_bad_curve_file_is_one_line(tmp_path: Path) -> None:
+    path = write_curve(tmp_path, baseline="imagenet")
+    result = run_cli("curve", path, "--out", tmp_path / "out", expect=2)
+    assert (
+        result.output == f"error: {path}: baseline 'imagenet' is not an arm; arms: ['scratch', 'rotation']\n"
+    )
+    path = write_curve(tmp_path, budgets=[4, "most"])
+    assert "invalid curve file (budgets.1" in run_cli("curve", path, "--out", tmp_path / "o", expect=2).output
+
+
+def test_the_seed_mean_interval_and_test_of_identical_runs() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(60, 1)).astype(float)
+    runs = [np.clip(labels * 0.4 + rng.random((60, 1)) * 0.6, 0, 1) for _ in range(2)]
+    patients = [f"p{i // 2}" for i in range(60)]
+    one = runs_mean_with_ci(runs[:1], labels, patients, n_boot=200, min_count=1)
+    section = classification_section(runs[0], labels, ["x"], patients, n_boot=200, min_count=1)
+    assert one["value"] == pytest.approx(section["auroc_macro"])
+    both = runs_mean_with_ci(runs, labels, patients, n_boot=200, min_count=1)
+    separate = [classification_section(r, labels, ["x"], patients, n_boot=10, min_count=1) for r in runs]
+    assert both["value"] == pytest.approx(np.mean([s["auroc_macro"] for s in separate]))
+    assert both["value_ci_low"] < both["value"] < both["value_ci_high"]
+    same = runs_mean_test(runs, runs, labels, patients, n_boot=200, min_count=1)
+    assert same["difference"] == 0.0 and same["p_value"] == pytest.approx(1.0)
+    worse = runs_mean_test(runs, [rng.random((60, 1))] * 2, labels, patients, n_boot=200, min_count=1)
+    assert worse["difference"] > 0 and worse["p_value"] < 0.05
+
+
+CURVES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "curves").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CURVES, ids=[p.name for p in CURVES])
+def test_every_shipped_curve_file_names_recipes_that_check(path: Path, monkeypatch) -> None:
+    from radsight.config import load_recipe
+    from radsight.methods.registry import check_recipe
+    from radsight.studies.curve import _with, load_curve_file
+
+    monkeypatch.setenv("RADSIGHT_DATA", "/placeholder")
+    monkeypatch.setenv("IMAGENET_WEIGHTS", "/placeholder.pth")
+    spec = load_curve_file(path)
+    assert spec.baseline == "scratch" and {"imagenet", "curriculum", "reverse"} <= {a.name for a in spec.arms}
+    backbones = set()
+    for arm in spec.arms:
+        recipe = check_recipe(_with(load_recipe(arm.recipe, arm.overrides), arm.stages))
+        backbones.add(recipe.model["backbone"])
+    assert backbones == {"efficientnet_lite0"}  # every arm the same network: a fair comparison
