@@ -73,8 +73,7 @@ def weight_blocks(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.nda
 def jackknife_blocks(groups: np.ndarray) -> Iterator[np.ndarray]:
     """Blocks of leave-one-out weights (int64), shape (sets, images): each row is 1 except for the images
     of one left-out patient (0). With more than :data:`MAX_JACKKNIFE_SETS` patients, patient p is left
-    out with
-    every patient of index p modulo that number."""
+    out with every patient of index p modulo that number."""
     n_patients = int(groups.max()) + 1 if groups.size else 0
     if n_patients == 0:
         raise ValueError("cannot bootstrap an empty set of images")
