@@ -108,6 +108,14 @@ Force = Annotated[
         "--force", help="start the run in --out over: remove what radsight wrote there, keep the rest"
     ),
 ]
+RuntimeName = Annotated[
+    str,
+    typer.Option(
+        metavar="RUNTIME",
+        help="what computes the predictions: torch, or onnxruntime (the model folder's model.onnx, "
+        "from radsight export); maps that need gradients always come from PyTorch",
+    ),
+]
 METHOD_NAMES = ", ".join(METHODS)
 COMPARED_METHODS = ",".join(m for m in METHODS if m != "native")  # native maps: only some methods have them
 SOURCE_NAMES = ", ".join(SOURCES)
@@ -266,6 +274,7 @@ def evaluate(
         ),
     ] = [],  # noqa: B006
     n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for the CIs")] = None,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Evaluate a trained model on a dataset source, or on its own test split (from its splits.json).
 
@@ -285,10 +294,14 @@ def evaluate(
     from radsight.data.transforms import build_transforms
     from radsight.evaluate import evaluate as run_evaluation
     from radsight.methods import check_recipe, load_method
+    from radsight.runtime import load_runtime
     from radsight.threads import set_torch_threads
 
     regions = _regions(region)
     method, recipe = load_method(model)
+    chosen_runtime = load_runtime(runtime, method, model)
+    if runtime != "torch":
+        log.info("%s computes the predictions; maps that need gradients come from PyTorch", runtime)
     recipe = _recipe_for_evaluation(recipe, overrides)
     set_torch_threads(recipe.trainer.threads, workers=0)
     config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
@@ -317,6 +330,7 @@ def evaluate(
         batch_size=recipe.data.batch_size,
         seed=recipe.seed,
         regions=regions,
+        runtime=chosen_runtime,
     )
     _print_headline(metrics, out)
 
@@ -370,6 +384,7 @@ def predict(
             "predicted with a warning",
         ),
     ] = False,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels."""
     read_export_config(model)
@@ -377,7 +392,7 @@ def predict(
     how = explanation_methods(explain)[0] if explain else None
     from radsight.predict import predict_files
 
-    payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign)
+    payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign, runtime=runtime)
     _print_predictions(payload)
     Console().print(f"wrote {out / 'predictions.json'}")
 
@@ -402,6 +417,26 @@ def _print_predictions(payload: dict[str, Any]) -> None:
         if row["warnings"]:
             text = f"{row['path']}: {'; '.join(row['warnings'])}"
             console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+@subcommand()
+@reports_errors
+def export(
+    model: ModelDir,
+    out: Annotated[
+        Path, typer.Option(help="folder for model.onnx (another one also gets the model's files)")
+    ],
+    format: Annotated[str, typer.Option("--format", metavar="FORMAT", help="onnx")] = "onnx",
+) -> None:
+    """Export a trained model for another runtime: ONNX (images -> probabilities and native maps, any
+    batch size, the preprocessing spec in its metadata), checked against PyTorch on a few images."""
+    read_export_config(model)
+    if format != "onnx":
+        raise ConfigError(f"--format {format!r}: radsight exports onnx only")
+    from radsight.onnx_export import export_onnx
+
+    path, difference = export_onnx(model, out)
+    console.print(f"wrote {path} (ONNX Runtime vs PyTorch on 4 images: largest difference {difference:.1e})")
 
 
 @subcommand("explain")

@@ -17,6 +17,7 @@ EXPORT_FORMAT = 1
 RECIPE_FILE = "recipe.yaml"
 INPUT_PROFILE_FILE = "input_profile.json"
 OPERATING_POINTS_FILE = "operating_points.json"
+ONNX_FILE = "model.onnx"
 SCORES_FILE = "image_scores.json"
 
 RUN_ENTRIES = (
@@ -27,6 +28,7 @@ RUN_ENTRIES = (
     "train_log.jsonl",
     "model.safetensors",
     "config.json",
+    ONNX_FILE,
     INPUT_PROFILE_FILE,
     OPERATING_POINTS_FILE,
     "metrics.json",

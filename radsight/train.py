@@ -31,6 +31,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from radsight.channels_last import ChannelsLast
 from radsight.checkpoints import AtomicCheckpointIO, export_model, load_weights, save_weights, write_json
 from radsight.config import Recipe, TrainerConfig
 from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
@@ -99,6 +100,8 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
     kwargs: dict[str, Any] = {}
     if cfg.limit_train_batches is not None:
         kwargs["limit_train_batches"] = cfg.limit_train_batches
+    if cfg.channels_last:
+        callbacks = [*callbacks, ChannelsLast()]
     return L.Trainer(
         max_epochs=epochs,
         accelerator=cfg.accelerator,

@@ -113,6 +113,10 @@ class Method(L.LightningModule):
         """A module mapping images to logits, for explanation methods (Grad-CAM, IG...)."""
         raise NotImplementedError
 
+    def onnx_obstacle(self) -> str | None:
+        """Why ``predict`` cannot be traced into an ONNX graph (one line), or None: it can."""
+        return None
+
     # --- shared machinery ---------------------------------------------------------------------
     def stage_data(self, stage: str) -> StageData:
         """What ``stage`` trains on: the recipe's ``data`` section, else the method's default."""
