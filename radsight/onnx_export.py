@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from radsight.config import Recipe
-from radsight.data.assemble import SourceReading
+from radsight.data.assemble import SPLITS_FILE, SourceReading
 from radsight.errors import ConfigError
 from radsight.methods import Method, load_method
 from radsight.run_folder import INPUT_PROFILE_FILE, ONNX_FILE, OPERATING_POINTS_FILE
@@ -36,8 +36,16 @@ from radsight.runtime import (
 
 FORMATS = ("onnx",)
 OPSET = 18
-COPIED = ("config.json", "model.safetensors", INPUT_PROFILE_FILE, OPERATING_POINTS_FILE)
-"""The export files copied beside ``model.onnx`` into another folder, so that it is a model folder too."""
+COPIED = (
+    "config.json",
+    "model.safetensors",
+    INPUT_PROFILE_FILE,
+    OPERATING_POINTS_FILE,
+    SPLITS_FILE,
+    "patients.json",
+)
+"""The run folder's files copied beside ``model.onnx`` into another folder, so that it is a model folder
+too (predict, and evaluate on the run's own test split or, leaving its patients out, on a source)."""
 RENDERING = (
     "DICOM: modality LUT (rescale), then the VOI LUT or window mapped to [0, 1], MONOCHROME1 inverted; "
     "PNG / JPEG: pixel values divided by the largest value of their bit depth (read_options.bits_stored "

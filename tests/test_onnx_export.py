@@ -174,3 +174,34 @@ def test_glam_with_its_local_module_says_in_one_line_why_it_cannot_be_exported(t
     ) as error:
         export_onnx(tmp_path, tmp_path)
     assert "\n" not in str(error.value) and not (tmp_path / ONNX_FILE).exists()
+
+
+def test_cli_exports_then_predicts_and_evaluates_with_onnxruntime(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """``radsight export`` writes a model folder whose ONNX predictions and test metrics are PyTorch's."""
+    from conftest import run_cli
+
+    onnx_dir = tmp_path / "onnx"
+    result = run_cli("export", "--model", trained_model, "--format", "onnx", "--out", onnx_dir)
+    assert "model.onnx" in result.output and (onnx_dir / ONNX_FILE).is_file()
+    film = tmp_path / "film.png"
+    Image.fromarray(
+        (films(LoadedModel.load(trained_model).recipe, 1)[0, 0].numpy() * 255).astype(np.uint8)
+    ).save(film)
+    payloads = {}
+    for runtime in ("torch", "onnxruntime"):
+        out = tmp_path / f"pred-{runtime}"
+        run_cli("predict", "--model", onnx_dir, film, "--out", out, "--runtime", runtime)
+        payloads[runtime] = json.loads((out / "predictions.json").read_text())
+    onnx_payload, torch_payload = payloads["onnxruntime"], payloads["torch"]
+    assert onnx_payload["runtime"] == "onnxruntime" and onnx_payload["map_runtime"] == "torch"  # Grad-CAM
+    for label, p in torch_payload["files"][0]["probabilities"].items():
+        assert onnx_payload["files"][0]["probabilities"][label] == pytest.approx(p, abs=TOLERANCE)
+    metrics = {}
+    for runtime in ("torch", "onnxruntime"):
+        out = tmp_path / f"eval-{runtime}"
+        run_cli("evaluate", "--model", onnx_dir, "--out", out, "--runtime", runtime, "--n-boot", "50")
+        metrics[runtime] = json.loads((out / "metrics.json").read_text())["classification"]
+    assert metrics["onnxruntime"]["auroc_macro"] == pytest.approx(metrics["torch"]["auroc_macro"], abs=1e-3)
+    run_cli("export", "--model", trained_model, "--format", "tflite", "--out", onnx_dir, expect=2)
