@@ -436,7 +436,7 @@ def export(
     from radsight.onnx_export import export_onnx
 
     path, difference = export_onnx(model, out)
-    console.print(f"wrote {path} (ONNX Runtime vs PyTorch on 4 images: largest difference {difference:.1e})")
+    console.print(f"wrote {path} (ONNX Runtime vs PyTorch on 3 images: largest difference {difference:.1e})")
 
 
 @subcommand("explain")

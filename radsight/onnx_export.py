@@ -12,6 +12,8 @@ inputs, and radsight prepares them with the same pipeline as the PyTorch model's
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -128,7 +130,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> tuple[Path, float
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ONNX_FILE
     try:
-        with torch.no_grad():
+        # the exporter prints its progress; radsight reports the outcome in one line instead
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(
                 graph,
                 (example,),
