@@ -70,7 +70,7 @@ class StepTimer(L.Callback):
 def new_model(labels: list[str], backbone: str) -> SupervisedClassifier:
     torch.manual_seed(0)
     return SupervisedClassifier(
-        labels, "multilabel", {"backbone": backbone}, [StageConfig(name="classify").model_dump()]
+        labels, "multilabel", {"backbone": backbone}, [StageConfig(name="classify")]
     )
 
 
