@@ -69,9 +69,7 @@ class StepTimer(L.Callback):
 
 def new_model(labels: list[str], backbone: str) -> SupervisedClassifier:
     torch.manual_seed(0)
-    return SupervisedClassifier(
-        labels, "multilabel", {"backbone": backbone}, [StageConfig(name="classify")]
-    )
+    return SupervisedClassifier(labels, "multilabel", {"backbone": backbone}, [StageConfig(name="classify")])
 
 
 LEVERS = {
@@ -146,7 +144,9 @@ def demo_auroc(precision: str, out: Path, overrides: list[str]) -> dict[str, flo
     from radsight.train import train_and_evaluate
 
     path = resources.files("radsight") / "recipes" / "baseline_cpu.yaml"
-    recipe = load_recipe(str(path), [*overrides, f"trainer.precision={precision}", "trainer.progress_bar=false"])
+    recipe = load_recipe(
+        str(path), [*overrides, f"trainer.precision={precision}", "trainer.progress_bar=false"]
+    )
     start = time.perf_counter()
     _, metrics = train_and_evaluate(recipe, out / f"demo_{precision}")
     assert metrics is not None
@@ -197,7 +197,9 @@ def main() -> None:
         name: radsight_rate(batch, labels, args.backbone, args.steps, args.warmup, args.out, *setting)
         for name, setting in LEVERS.items()
     }
-    demo = {} if args.no_demo else {p: demo_auroc(p, args.out, args.demo_set) for p in ("32-true", "bf16-mixed")}
+    demo = (
+        {} if args.no_demo else {p: demo_auroc(p, args.out, args.demo_set) for p in ("32-true", "bf16-mixed")}
+    )
     result = {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
