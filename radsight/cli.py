@@ -129,6 +129,14 @@ Force = Annotated[
         "--force", help="start the run in --out over: remove what radsight wrote there, keep the rest"
     ),
 ]
+RuntimeName = Annotated[
+    str,
+    typer.Option(
+        metavar="RUNTIME",
+        help="what computes the predictions: torch, or onnxruntime (the model folder's model.onnx, "
+        "from radsight export); maps that need gradients always come from PyTorch",
+    ),
+]
 METHOD_NAMES = ", ".join(METHODS)
 COMPARED_METHODS = ",".join(m for m in METHODS if m != "native")  # native maps: only some methods have them
 SOURCE_NAMES = ", ".join(SOURCES)
@@ -305,6 +313,7 @@ def evaluate(
         ),
     ] = [],  # noqa: B006
     n_boot: Annotated[int | None, typer.Option(help="bootstrap resamples for the CIs")] = None,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Evaluate a trained model on a dataset source, or on its own test split (from its splits.json).
 
@@ -324,10 +333,14 @@ def evaluate(
     from radsight.data.transforms import build_transforms
     from radsight.evaluate import evaluate as run_evaluation
     from radsight.methods import check_recipe, load_method
+    from radsight.runtime import load_runtime
     from radsight.threads import set_torch_threads
 
     regions = _regions(region)
     method, recipe = load_method(model)
+    chosen_runtime = load_runtime(runtime, method, model)
+    if runtime != "torch":
+        log.info("%s computes the predictions; maps that need gradients come from PyTorch", runtime)
     recipe = _recipe_for_evaluation(recipe, overrides)
     set_torch_threads(recipe.trainer.threads, workers=0)
     config = recipe.evaluation.model_copy(update={"n_boot": n_boot} if n_boot is not None else {})
@@ -361,6 +374,7 @@ def evaluate(
         seed=recipe.seed,
         regions=regions,
         audit=recipe.data.shortcut_audit,
+        runtime=chosen_runtime,
     )
     _print_headline(metrics, out)
 
@@ -429,6 +443,7 @@ def predict(
         ),
     ] = "",
     study: Annotated[str, typer.Option(metavar="UID", help="the Study Instance UID to predict")] = "",
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Predict each file; write predictions.json and one overlay PNG per file, in the file's own pixels.
     With --pacs and --study, predict a study's frontal images and store their results in the PACS."""
@@ -444,7 +459,9 @@ def predict(
     existing_files(files)
     from radsight.predict import predict_files
 
-    payload = predict_files(model, files, out, how, refuse_foreign=refuse_foreign, dicom=dicom)
+    payload = predict_files(
+        model, files, out, how, refuse_foreign=refuse_foreign, dicom=dicom, runtime=runtime
+    )
     _print_predictions(payload)
     stdout.print(f"wrote {out / 'predictions.json'}")
 
@@ -520,6 +537,26 @@ def _print_predictions(payload: dict[str, Any]) -> None:
         if row["warnings"]:
             text = f"{row['path']}: {'; '.join(row['warnings'])}"
             print_flagged("warning:", "yellow", text)
+
+
+@subcommand()
+@reports_errors
+def export(
+    model: ModelDir,
+    out: Annotated[
+        Path, typer.Option(help="folder for model.onnx (another one also gets the model's files)")
+    ],
+    format: Annotated[str, typer.Option("--format", metavar="FORMAT", help="onnx")] = "onnx",
+) -> None:
+    """Export a trained model for another runtime: ONNX (images -> probabilities and native maps, any
+    batch size, the preprocessing spec in its metadata), checked against PyTorch on a few images."""
+    read_export_config(model)
+    if format != "onnx":
+        raise ConfigError(f"--format {format!r}: radsight exports onnx only")
+    from radsight.onnx_export import export_onnx
+
+    path, difference = export_onnx(model, out)
+    console.print(f"wrote {path} (ONNX Runtime vs PyTorch on 3 images: largest difference {difference:.1e})")
 
 
 @subcommand("explain")

@@ -201,7 +201,12 @@ class TrainerConfig(Strict):
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    precision: PRECISIONS = "32-true"
+    precision: PRECISIONS = Field(
+        "32-true", description="bf16-mixed: bfloat16 autocast on CPU and GPU, fp32 weights and optimizer"
+    )
+    channels_last: bool = Field(
+        False, description="train in channels-last memory layout (faster convolutions, same values)"
+    )
     limit_train_batches: int | float | None = None
     gradient_clip_val: float | None = Field(None, gt=0)
     progress_bar: bool = True

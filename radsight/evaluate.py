@@ -57,6 +57,7 @@ from radsight.report.notes import classification_notes, localization_notes
 from radsight.report.plots import Undrawable, calibration_curve, confusion_heatmap, pr_curves, roc_curves
 from radsight.report.scores import ImageScores
 from radsight.report.writer import write_report
+from radsight.runtime import Runtime, TorchRuntime
 
 log = logging.getLogger(__name__)
 GRID_CASES = 4  # rows of best, of worst and of random cases in the overlay grid
@@ -223,27 +224,23 @@ def gaze_pairs(batch: Batch, prediction: Prediction, label_names: Sequence[str])
     return pairs
 
 
-def predict_batch(method: Method, batch: Batch) -> Prediction:
-    """The method's prediction for a batch on its device, in eval mode and without autograd."""
-    method.eval()
-    with torch.inference_mode():
-        return method.predict(batch)
-
-
 def collect(
     method: Method,
     dataset: Dataset,
     batch_size: int,
     requests: Mapping[str, MapRequest],
     description: str = "evaluating",
+    runtime: Runtime | None = None,
 ) -> Collected:
-    """One pass over ``dataset``: probabilities and labels of every image, and the maps of each request."""
+    """One pass over ``dataset``: probabilities and labels of every image, and the maps of each request.
+    ``runtime`` predicts (default: the method in PyTorch); maps that need gradients come from ``method``."""
     device = next(method.parameters()).device
+    runtime = runtime or TorchRuntime(method)
     out = Collected(maps={name: MapSet() for name in requests})
     loader, offset = make_loader(dataset, batch_size, shuffle=False), 0
     for batch in track(loader, description=description, transient=True):
         batch = batch.to(device)
-        prediction = predict_batch(method, batch)
+        prediction = runtime.predict(batch)
         n = len(batch)
         out.probs.append(prediction.probs.float().cpu().numpy())
         out.labels.append(
@@ -506,15 +503,16 @@ def evaluate(
     regions: Mapping[str, Sequence[str]] = DEFAULT_REGIONS,
     audit: ShortcutAuditConfig | None = None,
     notes: Sequence[str] = (),
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Score ``method`` on ``dataset`` and write metrics.json, image_scores.json, then plots and
     report.md/html into ``out_dir``; ``regions`` name the anatomical regions (see :data:`DEFAULT_REGIONS`),
-    ``audit`` the shortcut audit's settings and ``notes`` go into the report first."""
+    ``audit`` the shortcut audit's settings and ``notes`` go into the report first; ``runtime`` predicts
+    (default: the method in PyTorch), explanations run on ``method``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = collect(
-        method, dataset, batch_size, evaluation_requests(config.explain, regions, config.map_normalisation)
-    )
+    requests = evaluation_requests(config.explain, regions, config.map_normalisation)
+    found = collect(method, dataset, batch_size, requests, runtime=runtime)
     probs, labels = found.prob_matrix, found.label_matrix
     multilabel = method.task == "multilabel"
     points = operating_points_of(method, config.operating_point)

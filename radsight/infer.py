@@ -9,6 +9,7 @@ reaches the model exactly as the recipe's own images of that source did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +23,12 @@ from radsight.data.image_io import DicomIdentity, ImageInfo, read_image
 from radsight.data.input_profile import InputProfile
 from radsight.data.sample import Batch, Sample, SampleMeta, collate
 from radsight.data.transforms import Geometry
-from radsight.explain.cam import explain
+from radsight.explain.cam import explain, normalise_maps
 from radsight.explain.overlay import overlay
 from radsight.methods import Method, load_method
 from radsight.operating_points import OperatingPoints, operating_points_of
 from radsight.run_folder import INPUT_PROFILE_FILE
+from radsight.runtime import Runtime, TorchRuntime, images_only, load_runtime
 
 # Overlays are drawn at the file's resolution up to this many pixels on the long side (a full mammogram
 # at 2944 x 1920 keeps its resolution; larger detector images are shrunk to stay viewable).
@@ -40,7 +42,8 @@ class LoadedModel:
     ``source`` names the recipe source whose files the inputs resemble; it is needed only when the
     recipe's sources read files differently (see :meth:`EvaluationPipeline.reading`). ``profile`` is
     what the training images looked like; None for models exported before profiles, whose inputs
-    cannot be checked.
+    cannot be checked. ``runtime`` computes predictions (default: the method itself in PyTorch; see
+    :mod:`radsight.runtime`); explanations that need gradients always run on ``method``.
     """
 
     method: Method
@@ -48,22 +51,32 @@ class LoadedModel:
     pipeline: EvaluationPipeline
     reading: SourceReading
     profile: InputProfile | None = None
+    runtime: Runtime | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            self.runtime = TorchRuntime(self.method)
 
     @classmethod
     def from_method(
-        cls, method: Method, recipe: Recipe, source: str | None = None, profile: InputProfile | None = None
+        cls,
+        method: Method,
+        recipe: Recipe,
+        source: str | None = None,
+        profile: InputProfile | None = None,
+        runtime: Runtime | None = None,
     ) -> LoadedModel:
         pipeline = evaluation_pipeline(recipe.data)
-        return cls(method, recipe, pipeline, pipeline.reading(source), profile)
+        return cls(method, recipe, pipeline, pipeline.reading(source), profile, runtime)
 
     @classmethod
-    def load(cls, model_dir: str | Path, source: str | None = None) -> LoadedModel:
+    def load(cls, model_dir: str | Path, source: str | None = None, runtime: str = "torch") -> LoadedModel:
         """Load a run folder's export once (``model.safetensors`` + ``config.json``, and the
-        ``input_profile.json`` of its training images where there is one)."""
+        ``input_profile.json`` of its training images where there is one); ``runtime="onnxruntime"``
+        predicts with the folder's ``model.onnx`` (``radsight export``)."""
         method, recipe = load_method(model_dir)
-        return cls.from_method(
-            method, recipe, source, InputProfile.read(Path(model_dir) / INPUT_PROFILE_FILE)
-        )
+        profile = InputProfile.read(Path(model_dir) / INPUT_PROFILE_FILE)
+        return cls.from_method(method, recipe, source, profile, load_runtime(runtime, method, model_dir))
 
     @property
     def label_names(self) -> list[str]:
@@ -126,7 +139,9 @@ class FilePrediction:
     explanation method); ``regions`` are the places the method chose to look at (e.g. GLAM's patches)
     as xyxy boxes; both are None when not asked for or not produced. ``thresholds`` are the model's
     operating points per label (None: the label has none). ``text`` is what the method wrote about the
-    file (a draft report), None for methods that write none.
+    file (a draft report), None for methods that write none. ``runtime`` names what computed the
+    probabilities and ``map_runtime`` what made the map: "torch" for every explanation that needs
+    gradients, whatever the model's runtime.
     """
 
     file: PreparedFile
@@ -137,6 +152,8 @@ class FilePrediction:
     regions: Tensor | None  # N x 4
     thresholds: dict[str, float | None]
     text: str | None = None
+    runtime: str = "torch"
+    map_runtime: str | None = None
 
     @property
     def top(self) -> int:
@@ -192,27 +209,59 @@ def infer(
 ) -> FilePrediction:
     """Predict one file (a path, its bytes named by ``name``, or a file already prepared).
 
-    ``how`` makes the map: "native" for the method's own map, else an explanation method of
-    :func:`radsight.explain.cam.explain` (default: the recipe's ``evaluation.explain``); with
-    ``with_map=False`` no map is made.
+    ``how`` makes the map: "native" for the method's own map (from the model's runtime), else an
+    explanation method of :func:`radsight.explain.cam.explain` (default: the recipe's
+    ``evaluation.explain``), which runs on the PyTorch method; with ``with_map=False`` no map is made.
     """
     item = file if isinstance(file, PreparedFile) else model.prepare(file, name=name)
-    method = model.method
-    batch = item.batch.to(method.device)
-    with torch.inference_mode():
-        prediction = method.predict(batch)
-    probs = prediction.probs[0].float().cpu()
+    return infer_batch(model, [item], how=how, with_map=with_map)[0]
+
+
+def infer_batch(
+    model: LoadedModel, items: Sequence[PreparedFile], *, how: str | None = None, with_map: bool = True
+) -> list[FilePrediction]:
+    """Predict prepared files as one batch: one call of the runtime and, for the maps, one explanation
+    call (``how`` and ``with_map`` as in :func:`infer`); each prediction in its own file's pixels."""
+    method, runtime = model.method, model.runtime
+    assert runtime is not None
+    images = torch.cat([item.batch.images for item in items])
+    prediction = runtime.predict(images_only(images))
+    probs = prediction.probs.float().cpu()
+    tops = probs.argmax(dim=1)
     how = (how or model.recipe.evaluation.explain) if with_map else None
-    heat = None
+    heats: list[Tensor | None] = [None] * len(items)
+    map_runtime = None
     if how is not None:
-        explained = explain(method.classifier(), batch.images, method=how, targets=[int(probs.argmax())])
-        heat = item.geometry.map_to_original(explained[0])
-    regions = None
-    if prediction.regions is not None and len(prediction.regions[0]):
-        regions = item.geometry.boxes_to_original(prediction.regions[0])
+        saliency = (prediction.maps or {}).get("saliency")
+        if how == "native" and saliency is not None:  # the method's own map, as explain's "native" picks it
+            channels = tops if saliency.shape[1] > 1 else torch.zeros_like(tops)
+            raw = saliency.float().cpu()[torch.arange(len(items)), channels]
+            explained, map_runtime = normalise_maps(raw, images.shape[-2:]), runtime.name
+        else:
+            on_device = images.to(method.device)
+            explained = explain(method.classifier(), on_device, method=how, targets=tops.tolist())
+            map_runtime = "torch"
+        heats = [item.geometry.map_to_original(heat) for item, heat in zip(items, explained, strict=True)]
     thresholds = dict(model.operating_points.thresholds)
-    text = prediction.text[0] if prediction.text else None
-    return FilePrediction(item, list(method.label_names), probs, how, heat, regions, thresholds, text)
+    predictions = []
+    for index, item in enumerate(items):
+        boxes = None if prediction.regions is None else prediction.regions[index]
+        regions = item.geometry.boxes_to_original(boxes.cpu()) if boxes is not None and len(boxes) else None
+        predictions.append(
+            FilePrediction(
+                item,
+                list(method.label_names),
+                probs[index],
+                how,
+                heats[index],
+                regions,
+                thresholds,
+                prediction.text[index] if prediction.text else None,
+                runtime.name,
+                map_runtime,
+            )
+        )
+    return predictions
 
 
 def _fit(plane: torch.Tensor) -> torch.Tensor:

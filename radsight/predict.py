@@ -12,7 +12,7 @@ from rich.progress import track
 from radsight.atomic import atomic_write, remove_stale_temporaries, write_json
 from radsight.errors import ConfigError, DataError
 from radsight.folder_lock import locked_folder
-from radsight.infer import LoadedModel, PreparedFile, infer
+from radsight.infer import LoadedModel, PreparedFile, infer_batch
 from radsight.run_folder import output_stems
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ def predict_files(
     *,
     refuse_foreign: bool = False,
     dicom: bool = False,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Write ``predictions.json`` (per-file probabilities, per label whether it reaches the model's
     operating point, and warnings) and ``<stem>.overlay.png`` per file (``<stem>-2`` for a second file of
@@ -36,8 +37,10 @@ def predict_files(
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
     bad one stops the run with its name before anything is written; so does, with ``refuse_foreign``,
     a file unlike the model's training images (otherwise it is predicted with its warnings).
+    ``runtime`` computes the probabilities (and native maps): "torch" or "onnxruntime" (the folder's
+    ``model.onnx``); explanation maps that need gradients come from PyTorch, and the log says so.
     """
-    model = LoadedModel.load(model_dir)
+    model = LoadedModel.load(model_dir, runtime=runtime)
     if model.profile is None:
         if refuse_foreign:
             raise ConfigError(
@@ -50,6 +53,8 @@ def predict_files(
             model_dir,
         )
     how = how or model.recipe.evaluation.explain
+    if runtime != "torch" and how != "native":
+        log.info("%s computes the probabilities; %s maps need gradients, so PyTorch draws them", runtime, how)
     inputs = [model.prepare(path) for path in files]
     headers = [_dicom_header(item.name, item.info.dicom is not None) for item in inputs] if dicom else []
     identity = _model_identity(model_dir, model) if dicom else None
@@ -59,7 +64,7 @@ def predict_files(
         raise DataError(foreign[0].name, f"refused, {'; '.join(foreign[0].warnings)}{others}")
     with locked_folder(out_dir):
         remove_stale_temporaries(out_dir)
-        return _write_predictions(model, model_dir, inputs, out_dir, how, headers, identity)
+        return _write_predictions(model, model_dir, inputs, out_dir, how, runtime, headers, identity)
 
 
 def _write_predictions(
@@ -68,45 +73,55 @@ def _write_predictions(
     inputs: list[PreparedFile],
     out_dir: Path,
     how: str,
+    runtime: str,
     headers: list[Any],
     identity: Any,
 ) -> dict[str, Any]:
-    rows = []
+    rows, map_runtime = [], None
     stems = output_stems([item.name for item in inputs])
-    for index, (item, stem) in enumerate(zip(track(inputs, description="predicting"), stems, strict=True)):
-        prediction = infer(model, item, how=how)
-        assert prediction.map is not None
-        overlay_path = out_dir / f"{stem}.overlay.png"
-        picture = Image.fromarray(item.draw(prediction.map, prediction.headline, prediction.regions))
-        atomic_write(overlay_path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
-        regions = prediction.regions
-        written = []
-        if identity is not None:
-            from radsight.dicom.out import KINDS, results
+    size = model.recipe.data.batch_size
+    for start in track(range(0, len(inputs), size), description="predicting"):
+        chunk = inputs[start : start + size]
+        for index, (item, prediction) in enumerate(
+            zip(chunk, infer_batch(model, chunk, how=how), strict=True)
+        ):
+            stem = stems[start + index]
+            map_runtime = prediction.map_runtime
+            assert prediction.map is not None
+            overlay_path = out_dir / f"{stem}.overlay.png"
+            picture = Image.fromarray(item.draw(prediction.map, prediction.headline, prediction.regions))
+            atomic_write(overlay_path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+            written = []
+            if identity is not None:
+                from radsight.dicom.out import KINDS, results
 
-            for kind, dataset in zip(KINDS, results(prediction, headers[index], identity), strict=True):
-                written.append(f"{stem}.{kind}.dcm")
-                atomic_write(
-                    out_dir / written[-1],
-                    lambda tmp, dataset=dataset: dataset.save_as(tmp, enforce_file_format=True),
-                )
-        rows.append(
-            {
-                "path": item.name,
-                "probabilities": prediction.probabilities,
-                "positive": prediction.positive,
-                "top_label": prediction.top_label,
-                "overlay": overlay_path.name,
-                "original_size": list(prediction.original_size),
-                "regions": None if regions is None else regions.round().int().tolist(),
-                "mirrored_for_the_model": prediction.mirrored,
-                "warnings": prediction.warnings,
-                **({"dicom": written} if identity is not None else {}),
-            }
-        )
+                header = headers[start + index]
+                for kind, dataset in zip(KINDS, results(prediction, header, identity), strict=True):
+                    written.append(f"{stem}.{kind}.dcm")
+                    atomic_write(
+                        out_dir / written[-1],
+                        lambda tmp, dataset=dataset: dataset.save_as(tmp, enforce_file_format=True),
+                    )
+            regions = prediction.regions
+            rows.append(
+                {
+                    "path": item.name,
+                    "probabilities": prediction.probabilities,
+                    "positive": prediction.positive,
+                    "top_label": prediction.top_label,
+                    "overlay": overlay_path.name,
+                    "original_size": list(prediction.original_size),
+                    "regions": None if regions is None else regions.round().int().tolist(),
+                    "mirrored_for_the_model": prediction.mirrored,
+                    "warnings": prediction.warnings,
+                    **({"dicom": written} if identity is not None else {}),
+                }
+            )
     payload = {
         "model": str(model_dir),
         "explanation": how,
+        "runtime": runtime,
+        "map_runtime": map_runtime,
         "operating_point": model.operating_points.as_json(),
         "inputs_checked": model.profile is not None,
         "files": rows,

@@ -21,6 +21,7 @@ EXPORT_FORMAT = 1
 RECIPE_FILE = "recipe.yaml"
 INPUT_PROFILE_FILE = "input_profile.json"
 OPERATING_POINTS_FILE = "operating_points.json"
+ONNX_FILE = "model.onnx"
 SCORES_FILE = "image_scores.json"
 SHORTCUT_AUDIT_FILE = "shortcut_audit.json"
 
@@ -32,6 +33,7 @@ RUN_ENTRIES = (
     "train_log.jsonl",
     "model.safetensors",
     "config.json",
+    ONNX_FILE,
     INPUT_PROFILE_FILE,
     SHORTCUT_AUDIT_FILE,
     OPERATING_POINTS_FILE,

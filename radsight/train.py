@@ -41,6 +41,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from radsight.atomic import remove_stale_temporaries, write_text
+from radsight.channels_last import ChannelsLast
 from radsight.checkpoints import (
     AtomicCheckpointIO,
     check_resume_checkpoint,
@@ -172,6 +173,8 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
     kwargs: dict[str, Any] = {}
     if cfg.limit_train_batches is not None:
         kwargs["limit_train_batches"] = cfg.limit_train_batches
+    if cfg.channels_last:
+        callbacks = [*callbacks, ChannelsLast()]
     checkpoint = ModelCheckpoint(
         dirpath=stage_dir, save_last=True, every_n_epochs=1, save_on_train_epoch_end=True
     )

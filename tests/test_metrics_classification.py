@@ -452,3 +452,56 @@ def test_pr_band_brackets_the_interpolated_precision_of_the_full_test_set():
     inside = (low <= interpolated + 1e-9) & (interpolated <= high + 1e-9)
     assert inside.mean() > 0.95
     assert np.all(pr["precision_ci_low"] <= pr["precision_ci_high"])
+
+
+def test_vectorised_bootstrap_equals_a_resample_by_resample_reference():
+    """Every per-label and micro metric on every resample (tied scores, unannotated labels, several
+    images per patient) equals the metric of the resampled images computed one resample at a time."""
+    probs, labels, patients = multilabel_data(n=90, n_labels=4, seed=5)
+    probs = np.round(probs, 1)  # many tied scores
+    names = ["a", "b", "c", "d"]
+    section = classification_section(probs, labels, names, patients, n_boot=60, seed=11, thresholds=0.4)
+    groups = patient_groups(patients, 90)
+
+    def reference(index: np.ndarray) -> dict[str, np.ndarray]:
+        """The metrics of the images ``index`` (repeated as drawn), straight from scikit-learn."""
+        out: dict[str, list[float]] = {k: [] for k in ("auroc", "auprc", "sensitivity", "specificity", "f1")}
+        for k in range(4):
+            keep = index[~np.isnan(labels[index, k])]
+            y, p = labels[keep, k], probs[keep, k]
+            both = 0 < y.sum() < y.size
+            called = p >= 0.4
+            out["auroc"].append(skm.roc_auc_score(y, p) if both else np.nan)
+            out["auprc"].append(skm.average_precision_score(y, p) if both else np.nan)
+            out["sensitivity"].append(called[y == 1].mean() if both else np.nan)
+            out["specificity"].append(1 - called[y == 0].mean() if both else np.nan)
+            out["f1"].append(skm.f1_score(y, called) if both else np.nan)
+        values = {k: np.array(v) for k, v in out.items()}
+        annotated = ~np.isnan(labels[index])
+        y, p = labels[index][annotated], probs[index][annotated]
+        values["auroc_micro"] = np.array(skm.roc_auc_score(y, p))
+        values["auprc_micro"] = np.array(skm.average_precision_score(y, p))
+        return values
+
+    rows = [np.repeat(np.arange(90), row) for block in weight_blocks(groups, 60, 11) for row in block]
+    sets = [np.repeat(np.arange(90), row) for block in jackknife_blocks(groups) for row in block]
+    boot, jack = [reference(index) for index in rows], [reference(index) for index in sets]
+
+    def replicates(name: str) -> Replicates:
+        return Replicates(np.array([b[name] for b in boot]), np.array([j[name] for j in jack]))
+
+    point = reference(np.arange(90))
+    for name in ("auroc_micro", "auprc_micro"):
+        low, high = bca_interval(point[name], replicates(name))
+        assert section[name] == pytest.approx(float(point[name]), rel=1e-12)
+        assert section[f"{name}_ci_low"] == pytest.approx(float(low), rel=1e-12)
+        assert section[f"{name}_ci_high"] == pytest.approx(float(high), rel=1e-12)
+    keys = {"auroc": "auroc", "auprc": "auprc", "f1": "f1_at_threshold"}
+    keys |= {k: f"{k}_at_threshold" for k in ("sensitivity", "specificity")}
+    for k, label in enumerate(names):
+        for stat, key in keys.items():
+            low, high = bca_interval(point[stat][k], replicates(stat)[k])
+            entry = section["per_label"][label]
+            assert entry[key] == pytest.approx(point[stat][k], rel=1e-12, nan_ok=True)
+            assert entry[f"{key}_ci_low"] == pytest.approx(float(low), rel=1e-12, nan_ok=True), (label, key)
+            assert entry[f"{key}_ci_high"] == pytest.approx(float(high), rel=1e-12, nan_ok=True), (label, key)

@@ -116,6 +116,10 @@ class Method(L.LightningModule):
         """A module mapping images to logits, for explanation methods (Grad-CAM, IG...)."""
         raise NotImplementedError
 
+    def onnx_obstacle(self) -> str | None:
+        """Why ``predict`` cannot be traced into an ONNX graph (one line), or None: it can."""
+        return None
+
     # --- shared machinery ---------------------------------------------------------------------
     @classmethod
     def data_of(cls, stage: StageConfig) -> StageData:

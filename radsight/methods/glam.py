@@ -341,5 +341,13 @@ class GLAM(Method):
         regions = None if output.boxes is None else list(output.boxes)
         return Prediction(probs=output.probs, maps={"saliency": saliency}, regions=regions)
 
+    def onnx_obstacle(self) -> str | None:
+        if not self.network.use_local:
+            return None
+        return (
+            "its local module crops the window each image's global map chose, at positions read back "
+            "into Python per image, which a traced graph cannot hold (a global-only GLAM exports)"
+        )
+
     def classifier(self) -> nn.Module:
         return self.network

@@ -50,8 +50,9 @@ def patient_groups(patient_ids: Sequence | ArrayLike, n_images: int) -> np.ndarr
     return np.unique(ids, return_inverse=True)[1].ravel()
 
 
-def weight_blocks(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[FloatArray]:
-    """Blocks of resample weights, shape (resamples, images), ``n_boot`` rows in all.
+def weight_blocks(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks of resample weights, shape (resamples, images), ``n_boot`` rows in all: integer counts
+    (int64), which statistics of counts sum exactly and fast.
 
     The draws depend only on (seed, n_boot, groups), so every section and the paired test see the
     same resamples for the same seed.
@@ -66,13 +67,13 @@ def weight_blocks(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[FloatA
         draws = rng.integers(0, n_patients, size=(rows, n_patients))
         flat = (np.arange(rows)[:, None] * n_patients + draws).ravel()
         counts = np.bincount(flat, minlength=rows * n_patients).reshape(rows, n_patients)
-        yield counts[:, groups].astype(np.float64)
+        yield counts[:, groups]
 
 
-def jackknife_blocks(groups: np.ndarray) -> Iterator[FloatArray]:
-    """Blocks of leave-one-out weights, shape (sets, images): each row is 1 except for the images of one
-    left-out patient (0). With more than :data:`MAX_JACKKNIFE_SETS` patients, patient p is left out with
-    every patient of index p modulo that number."""
+def jackknife_blocks(groups: np.ndarray) -> Iterator[np.ndarray]:
+    """Blocks of leave-one-out weights (int64), shape (sets, images): each row is 1 except for the images
+    of one left-out patient (0). With more than :data:`MAX_JACKKNIFE_SETS` patients, patient p is left
+    out with every patient of index p modulo that number."""
     n_patients = int(groups.max()) + 1 if groups.size else 0
     if n_patients == 0:
         raise ValueError("cannot bootstrap an empty set of images")
@@ -81,7 +82,7 @@ def jackknife_blocks(groups: np.ndarray) -> Iterator[FloatArray]:
     block = max(1, _BLOCK_ENTRIES // groups.size)
     for start in range(0, n_sets, block):
         sets = np.arange(start, min(start + block, n_sets))
-        yield (left_out_in[None, :] != sets[:, None]).astype(np.float64)
+        yield (left_out_in[None, :] != sets[:, None]).astype(np.int64)
 
 
 def _run(

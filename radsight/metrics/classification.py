@@ -58,6 +58,17 @@ class _Ranking:
     positive: np.ndarray  # bool per sorted item
     starts: np.ndarray  # first sorted position of each tie group
     thresholds: np.ndarray  # the score of each group, descending
+    # The positives and the negatives apart, each in ranking order, and how many of each class lie
+    # in the tie groups above an item (``_above``) or in those and its own (``_through``):
+    # what the bootstrap's cumulative counts are indexed by (:func:`_block_metrics`).
+    positives: np.ndarray  # image index per positive item
+    negatives: np.ndarray  # image index per negative item
+    pos_through_pos: np.ndarray  # per positive: positives through its group
+    neg_through_pos: np.ndarray  # per positive: negatives through its group
+    pos_above_neg: np.ndarray  # per negative: positives above its group
+    pos_through_neg: np.ndarray  # per negative: positives through its group
+    pos_upto: np.ndarray  # per group boundary (groups + 1): positives in the groups above it
+    neg_upto: np.ndarray  # the same for negatives
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,26 @@ def _rank(scores: FloatArray, positive: np.ndarray, images: np.ndarray) -> _Rank
     order = np.argsort(-scores, kind="stable")
     ordered = scores[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return _Ranking(images[order], positive[order], starts, ordered[starts])
+    is_pos = positive[order]
+    group = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1  # tie group of each sorted item
+    pos_per_group = np.add.reduceat(is_pos.astype(np.intp), starts)
+    neg_per_group = np.diff(np.r_[starts, ordered.size]) - pos_per_group
+    pos_upto, neg_upto = np.r_[0, np.cumsum(pos_per_group)], np.r_[0, np.cumsum(neg_per_group)]
+    pos_group, neg_group = group[is_pos], group[~is_pos]
+    return _Ranking(
+        images=images[order],
+        positive=is_pos,
+        starts=starts,
+        thresholds=ordered[starts],
+        positives=images[order][is_pos],
+        negatives=images[order][~is_pos],
+        pos_through_pos=pos_upto[pos_group + 1],
+        neg_through_pos=neg_upto[pos_group + 1],
+        pos_above_neg=pos_upto[neg_group],
+        pos_through_neg=pos_upto[neg_group + 1],
+        pos_upto=pos_upto,
+        neg_upto=neg_upto,
+    )
 
 
 def _prepare(probs: ArrayLike, labels: ArrayLike, multilabel: bool, n_bins: int = ECE_BINS) -> _Prepared:
@@ -175,38 +205,72 @@ def _prepare(probs: ArrayLike, labels: ArrayLike, multilabel: bool, n_bins: int 
     )
 
 
-def _cumulative(ranking: _Ranking, weights: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _cumulative(ranking: _Ranking, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted true / false positives when predicting positive down to each group, with a leading 0."""
     w = weights[:, ranking.images]
     w_pos = w * ranking.positive
     if ranking.starts.size < ranking.images.size:  # tied scores: sum each tie group
         w = np.add.reduceat(w, ranking.starts, axis=1)
         w_pos = np.add.reduceat(w_pos, ranking.starts, axis=1)
-    tp = np.zeros((w.shape[0], w.shape[1] + 1))
+    tp = np.zeros((w.shape[0], w.shape[1] + 1), dtype=w.dtype)
     fp = np.zeros_like(tp)
     np.cumsum(w_pos, axis=1, out=tp[:, 1:])
     np.cumsum(w - w_pos, axis=1, out=fp[:, 1:])
     return tp, fp
 
 
-def _label_metrics(ranking: _Ranking | None, weights: FloatArray, threshold: float) -> dict:
+# Weight entries (resamples x ranked items) processed at once by :func:`_label_metrics`: a few arrays of
+# this many 8-byte integers stay small for any test set, and the pooled (micro) ranking of every
+# (image, label) pair is cut into blocks of resamples like the per-label ones.
+_RANKING_ENTRIES = 200_000
+
+
+def _label_metrics(ranking: _Ranking | None, weights: np.ndarray, threshold: float) -> dict:
     """AUROC, AUPRC and, at ``threshold`` (NaN: none), sensitivity, specificity and F1 of one label; NaN
-    on rows with one class only."""
+    on rows with one class only.
+
+    Bootstrap weights are integer counts, so every count below is an exact integer (int64, whose
+    cumulative sums numpy vectorises, unlike float64's): the ROC area is exact, and each metric is the
+    same division of the same counts as on float weights.
+    """
     rows = weights.shape[0]
+    names = ("auroc", "auprc", "sensitivity", "specificity", "f1")
     if ranking is None:
-        return dict.fromkeys(("auroc", "auprc", "sensitivity", "specificity", "f1"), np.full(rows, np.nan))
-    tp, fp = _cumulative(ranking, weights)
+        return dict.fromkeys(names, np.full(rows, np.nan))
+    step = max(1, _RANKING_ENTRIES // ranking.images.size)
+    blocks = (weights[start : start + step] for start in range(0, rows, step))
+    parts = [_block_metrics(ranking, block, threshold) for block in blocks]
+    return {k: np.concatenate([part[k] for part in parts]) for k in names}
+
+
+def _block_metrics(ranking: _Ranking, weights: np.ndarray, threshold: float) -> dict:
+    """:func:`_label_metrics` on one block of weight rows, from cumulative sums of positives and negatives
+    apart (each item is summed once, and each metric reads them only where it needs them)."""
+    rows = len(weights)
+    # cumulative weight of the positives (negatives) down the ranking, with a leading 0
+    tp = np.zeros((rows, ranking.positives.size + 1), dtype=weights.dtype)
+    fp = np.zeros((rows, ranking.negatives.size + 1), dtype=weights.dtype)
+    w_pos, w_neg = weights[:, ranking.positives], weights[:, ranking.negatives]
+    np.cumsum(w_pos, axis=1, out=tp[:, 1:])
+    np.cumsum(w_neg, axis=1, out=fp[:, 1:])
     pos, neg = tp[:, -1], fp[:, -1]
+    # ROC area (trapezoids): each negative times the positives above it, those tied with it counted half
+    above = tp[:, ranking.pos_above_neg]
+    tied = not np.array_equal(ranking.pos_above_neg, ranking.pos_through_neg)
+    through = tp[:, ranking.pos_through_neg] if tied else above
+    twice_area = np.einsum("ij,ij->i", w_neg, above) + np.einsum("ij,ij->i", w_neg, through)
+    # precision where each positive's tie group ends, weighted by that positive
+    tp_end = tp[:, ranking.pos_through_pos]
+    called = tp_end + fp[:, ranking.neg_through_pos]
     with np.errstate(invalid="ignore", divide="ignore"):
-        area = np.sum(np.diff(fp, axis=1) * (tp[:, 1:] + tp[:, :-1]), axis=1) / 2
-        precision = tp[:, 1:] / np.maximum(tp[:, 1:] + fp[:, 1:], np.finfo(float).tiny)
-        auprc = np.sum(np.diff(tp, axis=1) * precision, axis=1) / pos
-        metrics = {"auroc": area / (pos * neg), "auprc": auprc}
+        precision = tp_end / np.maximum(called, 1)  # nothing called positive yet: tp = 0, precision 0
+        auprc = np.sum(w_pos * precision, axis=1) / pos
+        metrics = {"auroc": (twice_area / 2) / (pos * neg), "auprc": auprc}
         if np.isnan(threshold):
             metrics |= dict.fromkeys(("sensitivity", "specificity", "f1"), np.full(rows, np.nan))
         else:
             cut = np.searchsorted(-ranking.thresholds, -threshold, side="right")  # groups >= threshold
-            tp_cut, fp_cut = tp[:, cut], fp[:, cut]
+            tp_cut, fp_cut = tp[:, ranking.pos_upto[cut]], fp[:, ranking.neg_upto[cut]]
             metrics |= {
                 "sensitivity": tp_cut / pos,
                 "specificity": 1 - fp_cut / neg,
@@ -723,7 +787,7 @@ def _step_pr(tp: FloatArray, fp: FloatArray, grid: FloatArray) -> FloatArray:
     if rows.size:
         recall = tp[rows] / pos[rows]
         called = tp[rows] + fp[rows]
-        precision = np.divide(tp[rows], called, out=np.ones_like(called), where=called > 0)
+        precision = np.divide(tp[rows], called, out=np.ones(called.shape), where=called > 0)
         best_after = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
         offset = 2.0 * np.arange(rows.size)[:, None]  # rows of recall in [0, 1] made disjoint for one search
         index = np.searchsorted((recall + offset).ravel(), (grid + offset).ravel(), side="left")
