@@ -166,7 +166,7 @@ def test_multi_frame_and_png_inputs_are_refused(untrained_model, tmp_path):
     result = run_cli("predict", "--model", untrained_model, multi, "--out", tmp_path, "--dicom", expect=2)
     assert_one_line_error(result.output, "emri_small_jpeg_ls_lossless.dcm", "one grayscale frame")
     png = tmp_path / "film.png"
-    Image.fromarray(np.zeros((64, 64), dtype=np.uint8) + 100).save(png)
+    Image.fromarray(np.add.outer(np.arange(64), np.arange(64)).astype(np.uint8)).save(png)
     result = run_cli("predict", "--model", untrained_model, png, "--out", tmp_path, "--dicom", expect=2)
     assert_one_line_error(result.output, "film.png", "DICOM results need a DICOM input")
 

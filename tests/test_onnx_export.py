@@ -47,6 +47,11 @@ METHOD_CASES: dict[str, tuple[dict, list[str], tuple[int, int]]] = {
         (256, 192),
     ),
     "latent_kd": ({"backbone": "tiny_cnn", "latent": 8, "hidden": 16}, ["global", "distil"], SMALL),
+    "pretext_curriculum": (
+        {"backbone": "tiny_cnn", "jigsaw": {"permutations": 8}, "order": ["rotation"]},
+        ["rotation", "finetune"],
+        SMALL,
+    ),
 }
 """Method -> (tiny model options, stages, image size): small enough to trace in seconds."""
 TOLERANCE = 1e-4

@@ -62,7 +62,9 @@ def test_predict_answers_what_radsight_predict_writes(
         response = client.post("/predict", files=upload(path))
         assert response.status_code == 200, response.text
         answer = response.json()
-        for key in ("probabilities", "positive", "top_label", "original_size", "regions", "warnings"):
+        # predict runs its files as one batch, the API one file: the float sums differ in the last bits
+        assert answer["probabilities"] == pytest.approx(row["probabilities"], abs=1e-6)
+        for key in ("positive", "top_label", "original_size", "regions", "warnings"):
             assert answer[key] == row[key], key
         assert answer["file"] == path.name and answer["text"] is None  # the baseline writes no report
     dicom = client.post("/predict", files=upload(DICOM)).json()["dicom"]
