@@ -44,7 +44,8 @@ def test_a_misspelt_covid_option_is_one_line_before_the_root_is_looked_at(monkey
         build_source(spec)
     assert one_line(error) == (
         "data source 'covid': unknown option(s) ['veiws']; "
-        "allowed options: ['align_breast', 'allow_degenerate', 'bits_stored', 'labels', 'max_pixels', 'views']"
+        "allowed options: ['align_breast', 'allow_degenerate', 'bits_stored', 'labels', 'max_pixels', "
+        "'views']"
     )
     assert scans == []
 
