@@ -20,23 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_cli
+from test_run_safety import TINY, flags
 
 from radsight.config import BATCH_CASTING_PRECISIONS
-
-TINY = [
-    "model.backbone=tiny_cnn",
-    "data.sources.0.options={n: 40, size: [32, 32], seed: 1}",
-    "data.image_size=[32, 32]",
-    "data.batch_size=8",
-    "stages.0.epochs=1",
-    "trainer.progress_bar=false",
-    "evaluation.n_boot=10",
-]
-"""Overrides of recipes/baseline_cpu.yaml for a run of a few seconds."""
-
-
-def flags(overrides: list[str]) -> list[str]:
-    return [item for override in overrides for item in ("--set", override)]
 
 
 def outcome(result) -> str:

@@ -13,13 +13,13 @@ import pytest
 from conftest import run_cli
 from orthanc import AE_TITLE, PASSWORD, USER, free_port, running_orthanc
 from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ComputedRadiographyImageStorage,
     CTImageStorage,
 )
 from test_cli import assert_one_line_error
+from test_pacs import as_new_instance
 
 from radsight.dicom.node import CANNOT_UNDERSTAND, Destination, serve
 from radsight.dicom.out import KINDS, read_probabilities
@@ -32,14 +32,7 @@ RG1 = Path(get_testdata_file("RG1_UNCR.dcm"))
 
 def film(**changes) -> pydicom.Dataset:
     """The RG1 film as a new instance of its study, with ``changes`` (None deletes an attribute)."""
-    dataset = pydicom.dcmread(RG1)
-    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    for keyword, value in changes.items():
-        if value is None:
-            delattr(dataset, keyword)
-        else:
-            setattr(dataset, keyword, value)
-    return dataset
+    return as_new_instance(pydicom.dcmread(RG1), **changes)
 
 
 def as_bytes(dataset: pydicom.Dataset) -> bytes:

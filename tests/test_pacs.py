@@ -39,6 +39,11 @@ def new_study(**changes) -> pydicom.Dataset:
     """The RG1 film as another study (new UIDs), with ``changes`` (None deletes an attribute)."""
     dataset = pydicom.dcmread(RG1)
     dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    return as_new_instance(dataset, **changes)
+
+
+def as_new_instance(dataset: pydicom.Dataset, **changes) -> pydicom.Dataset:
+    """``dataset`` with a new SOP Instance UID and ``changes`` (None deletes an attribute)."""
     dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     for keyword, value in changes.items():
         if value is None:
