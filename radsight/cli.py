@@ -593,8 +593,16 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(help="largest upload accepted, in megabytes")
     ] = DEFAULT_MAX_UPLOAD_MB,
+    pacs: Annotated[
+        str,
+        typer.Option(
+            metavar="URL",
+            help="a PACS's DICOMweb root whose studies the page can pick (credentials as for predict --pacs)",
+        ),
+    ] = "",
 ) -> None:
-    """Serve a web viewer (upload a file, see its probabilities and maps) and a JSON API (/docs)."""
+    """Serve a web viewer (upload a file or pick a PACS study, see its probabilities and maps) and a JSON
+    API (/docs)."""
     read_export_config(model)
     import uvicorn
 
@@ -604,7 +612,13 @@ def serve(
 
     loaded = LoadedModel.load(model)
     set_torch_threads(loaded.recipe.trainer.threads, workers=0)
-    app = create_app(loaded, max_upload_bytes=round(max_upload_mb * 2**20))
+    client = None
+    if pacs:
+        from radsight.dicom.pacs import PacsClient
+
+        _quiet_dicom_logs()
+        client = PacsClient.from_environment(pacs)
+    app = create_app(loaded, max_upload_bytes=round(max_upload_mb * 2**20), pacs=client)
     console.print(f"radsight serve: http://{host}:{port}/ (API: http://{host}:{port}/docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

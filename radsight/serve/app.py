@@ -5,6 +5,9 @@
 - ``POST /predict`` (multipart field ``file``) the probabilities ``radsight predict`` gives the file;
 - ``POST /view`` the same, plus the film and one explanation's map as pictures and that map's deletion
   and insertion AUC (:func:`radsight.explain_files.faithfulness`);
+- with a PACS (``radsight serve --pacs URL``): ``GET /pacs/studies`` the PACS's studies (QIDO-RS) and
+  ``POST /pacs/view?study=UID`` the same answer as ``/view`` for the study's first frontal image, pulled
+  by WADO-RS (:mod:`radsight.dicom.pacs`); without one they answer 404;
 - ``/docs`` the API's documentation: FastAPI's OpenAPI document (``/openapi.json``), rendered by a
   local page (FastAPI's own loads Swagger UI from the internet).
 
@@ -17,8 +20,9 @@ torch's threads are not shared between requests.
 
 import threading
 from importlib import resources
+from io import BytesIO
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +47,9 @@ from radsight.serve.payload import (
     prediction_json,
 )
 
+if TYPE_CHECKING:
+    from radsight.dicom.pacs import PacsClient
+
 STATIC = Path(str(resources.files("radsight.serve") / "static"))
 FAITHFULNESS_STEPS = 20
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -50,12 +57,20 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "the upload is larger than the server's limit"},
     422: {"model": Problem, "description": "the request has no multipart field 'file'"},
 }
+PACS_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the PACS failed, or the study has no frontal image to predict"},
+    404: {"model": Problem, "description": "the server was started without --pacs"},
+}
 
 
 def create_app(
-    model: LoadedModel, *, max_upload_bytes: int = round(DEFAULT_MAX_UPLOAD_MB * 2**20)
+    model: LoadedModel,
+    *,
+    max_upload_bytes: int = round(DEFAULT_MAX_UPLOAD_MB * 2**20),
+    pacs: "PacsClient | None" = None,
 ) -> FastAPI:
-    """The application serving ``model``; uploads above ``max_upload_bytes`` are refused."""
+    """The application serving ``model``; uploads above ``max_upload_bytes`` are refused; with ``pacs``,
+    the page can pick a study there."""
     app = FastAPI(
         title="radsight",
         version=__version__,
@@ -66,7 +81,7 @@ def create_app(
     )
     lock = threading.Lock()
     explanations = [m for m in METHODS if m != "native" or isinstance(model.method.classifier(), NativeMaps)]
-    described = model_json(model, explanations)
+    described = {**model_json(model, explanations), "pacs": pacs is not None}
 
     def read(file: UploadFile) -> tuple[bytes, str]:
         name = Path(file.filename or "upload").name
@@ -109,10 +124,17 @@ def create_app(
         file: Annotated[UploadFile, File(description="a DICOM, PNG or JPEG file")],
         explanation: Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")] = None,
     ) -> dict[str, Any]:
+        how = chosen_explanation(explanation)
+        data, name = read(file)
+        return viewed(data, name, how)
+
+    def chosen_explanation(explanation: str | None) -> str:
         how = explanation or described["default_explanation"]
         if how not in explanations:
             raise HTTPException(400, f"unknown explanation {how!r}; choose one of {', '.join(explanations)}")
-        data, name = read(file)
+        return how
+
+    def viewed(data: bytes, name: str, how: str) -> dict[str, Any]:
         with lock:
             prediction = infer(model, data, name=name, with_map=False)
             heat, scores = faithfulness(model, prediction.file, how, prediction.top, FAITHFULNESS_STEPS)
@@ -123,6 +145,31 @@ def create_app(
             "film": film_png(prediction),
             "map": map_png(heat),
         }
+
+    def configured() -> "PacsClient":
+        if pacs is None:
+            raise HTTPException(404, "no PACS is configured: start radsight serve with --pacs URL")
+        return pacs
+
+    @app.get("/pacs/studies", summary="The PACS's studies (with --pacs)", responses=PACS_PROBLEMS)
+    def pacs_studies() -> list[dict[str, str | None]]:
+        return [study_json(item) for item in configured().search_studies()]
+
+    @app.post(
+        "/pacs/view",
+        summary="As /view, for the first frontal image of a PACS study (with --pacs)",
+        response_model=ViewAnswer,
+        responses=PACS_PROBLEMS,
+    )
+    def pacs_view(
+        study: Annotated[str, Query(description="the Study Instance UID")],
+        explanation: Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")] = None,
+    ) -> dict[str, Any]:
+        how = chosen_explanation(explanation)
+        dataset, name = first_frontal_image(configured(), study)
+        buffer = BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        return viewed(buffer.getvalue(), name, how)
 
     @app.exception_handler(RadsightError)
     def bad_input(request: Any, error: RadsightError) -> JSONResponse:
@@ -169,3 +216,42 @@ class UploadLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+def study_json(item: dict[str, Any]) -> dict[str, str | None]:
+    """A QIDO-RS study (DICOM JSON) as the few attributes the page lists."""
+
+    def value(tag: str) -> str | None:
+        values = item.get(tag, {}).get("Value") or [None]
+        first = values[0]
+        return first.get("Alphabetic") if isinstance(first, dict) else (None if first is None else str(first))
+
+    return {
+        "study_uid": value("0020000D"),
+        "patient_id": value("00100020"),
+        "patient_name": value("00100010"),
+        "study_date": value("00080020"),
+        "description": value("00081030"),
+    }
+
+
+def first_frontal_image(pacs: "PacsClient", study_uid: str) -> tuple[Any, str]:
+    """The study's first image radsight predicts (a frontal projection radiograph) and its name."""
+    from radsight.dicom.study import RESULT_MODALITIES, NotPredicted, check_predictable
+    from radsight.errors import DataError
+
+    reasons = []
+    for ref in pacs.instances(study_uid):
+        if ref.modality in RESULT_MODALITIES:
+            continue
+        name = f"{study_uid}/{ref.sop_uid}"
+        dataset = pacs.fetch(ref)
+        try:
+            check_predictable(dataset, name)
+        except NotPredicted as reason:
+            reasons.append(str(reason))
+            continue
+        return dataset, name
+    raise DataError(
+        pacs.url, f"study {study_uid} has no frontal image to predict ({'; '.join(reasons) or 'no image'})"
+    )

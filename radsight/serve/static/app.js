@@ -89,22 +89,43 @@ function show(result) {
   $("result").hidden = false;
 }
 
+async function loadStudies() {
+  const response = await fetch("/pacs/studies");
+  const studies = await response.json();
+  if (!response.ok) return showError(`The PACS did not list its studies: ${studies.detail}`);
+  for (const study of studies) {
+    const text = [study.patient_id, study.study_date, study.description].filter(Boolean).join(" · ");
+    $("study").append(element("option", { value: study.study_uid }, text || study.study_uid));
+  }
+  $("pacs").hidden = false;
+}
+
 async function analyse(event) {
   if (event) event.preventDefault();
   const file = $("file").files[0];
   if (!file) return showError("Choose a DICOM, PNG or JPEG file first.");
+  const form = new FormData();
+  form.append("file", file);
+  await request("/view", { explanation: $("explanation").value }, form, file.name);
+}
+
+async function analyseStudy(event) {
+  if (event) event.preventDefault();
+  const study = $("study").value;
+  await request("/pacs/view", { study, explanation: $("explanation").value }, null, `study ${study}`);
+}
+
+async function request(path, parameters, body, what) {
   $("error").hidden = true;
   $("status").textContent = "analysing…";
   document.body.dataset.state = "busy";
-  const form = new FormData();
-  form.append("file", file);
   try {
-    const query = new URLSearchParams({ explanation: $("explanation").value });
-    const response = await fetch(`/view?${query}`, { method: "POST", body: form });
+    const query = new URLSearchParams(parameters);
+    const response = await fetch(`${path}?${query}`, { method: "POST", body });
     const answer = await response.json();
     if (!response.ok) {
       const detail = typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail);
-      showError(`${file.name} was not analysed: ${detail}`);
+      showError(`${what} was not analysed: ${detail}`);
       document.body.dataset.state = "error";
     } else {
       show(answer);
@@ -125,6 +146,8 @@ function updateMap() {
 
 document.addEventListener("DOMContentLoaded", async () => {
   await loadModel();
+  if (model.pacs) await loadStudies();
+  $("pacs").addEventListener("submit", analyseStudy);
   $("upload").addEventListener("submit", analyse);
   $("file").addEventListener("change", () => analyse());
   $("explanation").addEventListener("change", () => { if ($("file").files[0]) analyse(); });
