@@ -93,7 +93,8 @@ def load_method(model_dir: str | Path) -> tuple[Method, Recipe]:
     if not isinstance(config.get("recipe"), dict) or not isinstance(config.get("label_names"), list):
         raise ConfigError(f"{config_path}: no recipe and label names (not a radsight export)")
     recipe = parse_recipe(config["recipe"], str(config_path), expand=False)
-    if fetched := _fetched_names(recipe.model, "recipe.model"):
+    built = {key: value for key, value in dict(recipe.model).items() if key != "pretrained"}  # skipped
+    if fetched := _fetched_names(built, "recipe.model"):
         raise ConfigError(
             f"{config_path}: {fetched[0]} names a download or a folder to build the model from; a model "
             "folder's backbone must be a built-in architecture (radsight never fetches one for inference)"
