@@ -112,6 +112,27 @@ def predict_study(predictor: DicomPredictor, pacs: PacsClient, study_uid: str) -
             uid = str(result.SOPInstanceUID)
             (outcome.stored if uid in stored else outcome.already_held).append(uid)
     if not results_made and not outcome.failed:
-        reasons = "; ".join(outcome.skipped) or "no image"
-        raise DataError(pacs.url, f"study {study_uid} has no frontal image to predict ({reasons})")
+        raise _no_frontal_image(pacs, study_uid, outcome.skipped)
     return outcome
+
+
+def first_frontal_image(pacs: PacsClient, study_uid: str) -> tuple[Dataset, str]:
+    """The study's first image radsight predicts (as :func:`predict_study` chooses them) and its name."""
+    skipped = []
+    for ref in pacs.instances(study_uid):
+        if ref.modality in RESULT_MODALITIES:
+            continue
+        name = f"{study_uid}/{ref.sop_uid}"
+        dataset = pacs.fetch(ref)
+        try:
+            check_predictable(dataset, name)
+        except NotPredicted as reason:
+            skipped.append(str(reason))
+            continue
+        return dataset, name
+    raise _no_frontal_image(pacs, study_uid, skipped)
+
+
+def _no_frontal_image(pacs: PacsClient, study_uid: str, skipped: list[str]) -> DataError:
+    reasons = "; ".join(skipped) or "no image"
+    return DataError(pacs.url, f"study {study_uid} has no frontal image to predict ({reasons})")

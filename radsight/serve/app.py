@@ -82,6 +82,7 @@ def create_app(
     lock = threading.Lock()
     explanations = [m for m in METHODS if m != "native" or isinstance(model.method.classifier(), NativeMaps)]
     described = {**model_json(model, explanations), "pacs": pacs is not None}
+    ExplanationQuery = Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")]
 
     def read(file: UploadFile) -> tuple[bytes, str]:
         name = Path(file.filename or "upload").name
@@ -122,7 +123,7 @@ def create_app(
     )
     def view(
         file: Annotated[UploadFile, File(description="a DICOM, PNG or JPEG file")],
-        explanation: Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")] = None,
+        explanation: ExplanationQuery = None,
     ) -> dict[str, Any]:
         how = chosen_explanation(explanation)
         data, name = read(file)
@@ -163,9 +164,11 @@ def create_app(
     )
     def pacs_view(
         study: Annotated[str, Query(description="the Study Instance UID")],
-        explanation: Annotated[str | None, Query(description=f"one of {', '.join(explanations)}")] = None,
+        explanation: ExplanationQuery = None,
     ) -> dict[str, Any]:
         how = chosen_explanation(explanation)
+        from radsight.dicom.study import first_frontal_image
+
         dataset, name = first_frontal_image(configured(), study)
         buffer = BytesIO()
         dataset.save_as(buffer, enforce_file_format=True)
@@ -233,25 +236,3 @@ def study_json(item: dict[str, Any]) -> dict[str, str | None]:
         "study_date": value("00080020"),
         "description": value("00081030"),
     }
-
-
-def first_frontal_image(pacs: "PacsClient", study_uid: str) -> tuple[Any, str]:
-    """The study's first image radsight predicts (a frontal projection radiograph) and its name."""
-    from radsight.dicom.study import RESULT_MODALITIES, NotPredicted, check_predictable
-    from radsight.errors import DataError
-
-    reasons = []
-    for ref in pacs.instances(study_uid):
-        if ref.modality in RESULT_MODALITIES:
-            continue
-        name = f"{study_uid}/{ref.sop_uid}"
-        dataset = pacs.fetch(ref)
-        try:
-            check_predictable(dataset, name)
-        except NotPredicted as reason:
-            reasons.append(str(reason))
-            continue
-        return dataset, name
-    raise DataError(
-        pacs.url, f"study {study_uid} has no frontal image to predict ({'; '.join(reasons) or 'no image'})"
-    )
