@@ -27,7 +27,8 @@ scored on the same resampled patients), and the paired test of the seed-mean aga
 ``curve.json``: the budget as ``labels_per_class`` (None for all) and the labelled training images it
 amounts to. Where the test images carry lung masks, the share and ratio of Grad-CAM attention inside
 them (:mod:`radsight.metrics.attention`) is tabulated per arm, and ``attention.png`` shows the maps of
-each arm's model at the largest budget on the same images.
+each arm's model at the largest budget on the same images. The shortcut audit's masked-image probe runs
+once for the curve (:func:`audit_once`).
 """
 
 from __future__ import annotations
@@ -45,19 +46,21 @@ from pydantic import Field, ValidationError
 
 from radsight.checkpoints import write_json
 from radsight.config import Recipe, Strict, load_recipe, validation_problems
+from radsight.data.assemble import build_splits
 from radsight.errors import ConfigError, DataError
 from radsight.metrics.classification import runs_mean_test, runs_mean_with_ci
 from radsight.report.cells import ci_cell, number
 from radsight.report.plots import Undrawable, label_efficiency_curves
 from radsight.report.scores import ImageScores
-from radsight.run_folder import inside
-from radsight.train import train, train_and_evaluate
+from radsight.run_folder import SHORTCUT_AUDIT_FILE, inside
+from radsight.train import audit_training_split, train, train_and_evaluate
 
 log = logging.getLogger(__name__)
 
 Budget = int | Literal["all"]
 ATTENTION_KEYS = ("lungs_attribution_share", "lungs_attention_ratio")
 ATTENTION_IMAGES = 4  # columns of attention.png
+PROBE_OFF = "data.shortcut_audit.probe=false"
 
 
 class ArmSpec(Strict):
@@ -174,6 +177,17 @@ def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
     arm.stages, arm.pretrained = rest, f"run:{folder}"
 
 
+def audit_once(recipe: Recipe, out_dir: Path, resume: bool) -> None:
+    """The shortcut audit's masked-image probe trains a model, and every run of a curve shares the patient
+    split: the curve audits the whole training split once, with the probe, into
+    ``out_dir/shortcut_audit.json``, and its runs audit without it (``PROBE_OFF``)."""
+    if resume and (out_dir / SHORTCUT_AUDIT_FILE).is_file():
+        return
+    split_seed = recipe.seed if recipe.data.split_seed is None else recipe.data.split_seed
+    whole = recipe.model_copy(update={"data": recipe.data.model_copy(update={"budget": None})})
+    audit_training_split(build_splits(whole.data, split_seed), whole, out_dir)
+
+
 def _read_run(run_dir: Path, metric: str) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     section, localization = metrics.get("classification", {}), metrics.get("localization", {})
@@ -211,6 +225,10 @@ def run_arms(
     """
     for spec in arms:  # every name is checked before anything trains
         inside(out_dir, spec.name, "arm name")
+    first = load_recipe(arms[0].recipe, [*overrides, *arms[0].overrides])
+    if first.data.shortcut_audit.probe:
+        audit_once(first, out_dir, resume)
+        overrides = [*overrides, PROBE_OFF]
     prepared = [
         Arm(spec, list(overrides), load_recipe(spec.recipe, [*overrides, *spec.overrides])) for spec in arms
     ]
@@ -263,6 +281,9 @@ def run_arms(
         "curriculum": _curricula(out_dir, [arm.spec.name for arm in prepared]),
     }
     payload["tests"] = tested
+    audit_file = out_dir / SHORTCUT_AUDIT_FILE
+    if audit_file.is_file():
+        payload["shortcut_warnings"] = json.loads(audit_file.read_text())["warnings"]
     write_json(out_dir / "curve.json", payload)
     (out_dir / "curve.md").write_text(render_markdown(payload))
     drawn = {
@@ -355,7 +376,8 @@ def run_curve(
 
 
 def render_markdown(payload: dict[str, Any]) -> str:
-    """curve.md: the label-efficiency table with CIs and tests, the probe scores, the lung-attention table."""
+    """curve.md: the label-efficiency table with CIs and tests, the probe scores, the lung-attention table,
+    the shortcut audit's warnings."""
     metric, reference = payload["metric"], payload["baseline"]
     budgets = [_budget_name(b) for b in payload["budgets"]]
     tests = {(t["arm"], _budget_name(t["budget"])): t for t in payload["tests"]}
@@ -405,6 +427,10 @@ def render_markdown(payload: dict[str, Any]) -> str:
                 for b in budgets
             ]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if "shortcut_warnings" in payload:
+        warnings = payload["shortcut_warnings"] or ["none"]
+        lines += ["", "## Shortcut audit of the training split (once for the curve)", ""]
+        lines += [f"- {line}" for line in warnings]
     return "\n".join(lines) + "\n"
 
 
