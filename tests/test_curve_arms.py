@@ -102,6 +102,10 @@ def test_a_bad_curve_file_is_one_line(tmp_path: Path) -> None:
     )
     path = write_curve(tmp_path, budgets=[4, "most"])
     assert "invalid curve file (budgets.1" in run_cli("curve", path, "--out", tmp_path / "o", expect=2).output
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(yaml.safe_dump({**RECIPE, "name": "my recipe (v2)"}))
+    result = run_cli("curve", odd, "--out", tmp_path / "o2", expect=2)
+    assert result.output.startswith("error: recipe names ['my recipe (v2)'] must be letters, digits")
 
 
 def test_the_seed_mean_interval_and_test_of_identical_runs() -> None:

@@ -371,7 +371,12 @@ def run_curve(
     """:func:`run_arms` with one arm per recipe file, named by its recipe."""
     overrides = list(options.get("overrides", ()))
     names = [inside(out_dir, load_recipe(path, overrides).name, "recipe name").name for path in recipes]
-    arms = [ArmSpec(name=name, recipe=path) for name, path in zip(names, recipes, strict=True)]
+    try:
+        arms = [ArmSpec(name=name, recipe=path) for name, path in zip(names, recipes, strict=True)]
+    except ValidationError:
+        raise ConfigError(
+            f"recipe names {names} must be letters, digits, '_', '.' or '-' to name the curve's arms"
+        ) from None
     return run_arms(arms, budgets, seeds, out_dir, **options)
 
 
