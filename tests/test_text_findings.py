@@ -81,6 +81,14 @@ def test_negated_lists_and_their_reach(text: str, expected: dict[str, str]) -> N
         ),
         ("Atelectasis versus pneumonia.", {"Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
         ("Findings suspicious for pneumonia.", {"Pneumonia": "uncertain"}),
+        ("Pneumonia is not excluded.", {"Pneumonia": "uncertain"}),
+        # a negation denies the hedge after it; a comma before a hedge starts a new clause
+        ("No focal opacity to suggest pneumonia.", {"Lung Opacity": "absent", "Pneumonia": "absent"}),
+        ("No findings suspicious for pneumonia.", {"Pneumonia": "absent"}),
+        (
+            "No pneumothorax, possible small effusion.",
+            {"Pneumothorax": "absent", "Pleural Effusion": "uncertain"},
+        ),
         # commitments are stated
         ("Findings consistent with pneumonia.", {"Pneumonia": "present"}),
         ("Likely bibasilar atelectasis.", {"Atelectasis": "present"}),

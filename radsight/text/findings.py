@@ -17,9 +17,11 @@ How a sentence is read (after NegEx, Chapman et al. 2001, and the CheXpert label
   "no change in", "no increase in" and the like are not negations;
 - a mention is *uncertain* when a hedge ("possible", "may", "could", "questionable", "suspicious
   for", "cannot exclude", "versus", "suggest") comes before it in its clause, or "cannot be excluded",
-  "is not excluded", "is suspected" follows it. A hedge outranks a negation ("cannot exclude" holds
-  "not" inside "exclude" for nothing). "Likely", "probable" and "consistent with" are commitments and
-  count as stated;
+  "is not excluded", "is suspected" follows it. A following hedge outranks a negation before; a
+  negation before outranks a hedge before, which it denies ("no opacity to suggest pneumonia",
+  "no findings suspicious for pneumonia"); a comma before a hedge starts a new clause ("no
+  pneumothorax, possible small effusion"). "Likely", "probable" and "consistent with" are
+  commitments and count as stated;
 - a finding is *present* when any of its mentions is stated; otherwise *uncertain* when a mention is
   hedged, *absent* when every mention is negated, and not mentioned at all otherwise.
 
@@ -38,26 +40,33 @@ from typing import Literal
 Status = Literal["present", "uncertain", "absent"]
 
 _ENLARGED = r"(?:enlarged|enlargement)"
+_HEART = r"(?:heart|cardiac\s+(?:silhouette|shadow|size|contour))"
 FINDINGS: dict[str, str] = {
     "Cardiomegaly": (
-        rf"cardiomegaly|(?:heart|cardiac)\s+{_ENLARGED}|{_ENLARGED}\s+(?:of\s+the\s+)?(?:heart|cardiac)"
-        rf"|(?:heart|cardiac\s+(?:silhouette|shadow|size|contour)|heart\s+size)\b[\w\s,]{{0,30}}?\b{_ENLARGED}"
+        rf"cardiomegaly|(?:heart|cardiac)\s+{_ENLARGED}|{_ENLARGED}\s+(?:of\s+the\s+)?{_HEART}"
+        rf"|borderline\s+{_HEART}|{_HEART}\b[\w\s]{{0,40}}?\b(?:{_ENLARGED}|large|borderline)"
     ),
     "Enlarged Cardiomediastinum": (
         rf"(?:widened|widening\s+of\s+the|{_ENLARGED})\s+(?:superior\s+)?mediastinum"
         rf"|mediastinal\s+(?:widening|{_ENLARGED})|mediastinum\s+(?:is\s+)?(?:widened|{_ENLARGED})"
-        rf"|cardiomediastinal\s+(?:silhouette|contour)s?\b[\w\s,]{{0,30}}?\b{_ENLARGED}"
+        rf"|cardiomediastinal\s+(?:silhouette|contour)s?\b[\w\s]{{0,40}}?\b{_ENLARGED}"
         rf"|{_ENLARGED}\s+cardiomediastinal"
     ),
     "Pleural Effusion": r"(?<!pericardial\s)(?<!joint\s)effusions?|pleural\s+fluid|hydrothorax",
-    "Pneumothorax": r"pneumothora(?:x|ces)|hydropneumothorax",
+    "Pneumothorax": r"(?:hydro)?pneumothora(?:x|ces)|pleural\s+air\s+collections?",
     "Consolidation": r"consolidat(?:ion|ions|ive|ed)",
-    "Atelectasis": r"atelecta(?:sis|ses|tic)|(?:lobar|lobe|lung)\s+collapse",
-    "Edema": (
-        r"(?<!soft\stissue\s)edema|(?:vascular|venous|pulmonary|interstitial)\s+congestion"
-        r"|heart\s+failure|chf"
+    "Atelectasis": (
+        r"atelecta(?:sis|ses|tic)|(?:lobar|lobe|lung)\s+collapse"
+        r"|collapsed?\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}(?:lung|lobe)"
     ),
-    "Pneumonia": r"(?:broncho)?pneumonias?|pneumonitis|infection|infectious|infective",
+    "Edema": (
+        r"(?<!soft\stissue\s)edema|(?<!nasal\s)congestion|congestive|heart\s+failure|chf"
+        r"|vascular\s+(?:prominence|engorgement|congestion)|indistinct\s+vascula\w*"
+        r"|(?:increased|prominent|engorged|congested)\s+(?:central\s+)?(?:pulmonary\s+|lung\s+)?vascula\w*"
+    ),
+    "Pneumonia": (
+        r"(?:broncho)?pneumonias?|pneumonitis|(?<!granulomatous\s)(?:infection|infectious|infective)"
+    ),
     "Lung Opacity": (
         r"opaci(?:ty|ties|fication|fications|fied)|infiltrates?|infiltration"
         r"|air\s?space\s+(?:disease|process)|(?<!bone\s)(?<!bone\smineral\s)densit(?:y|ies)"
@@ -70,8 +79,8 @@ FINDINGS: dict[str, str] = {
     "Hernia": r"hernia(?:s|tion)?",
     "Support Devices": (
         r"catheters?|pacemakers?|pacers?|defibrillators?|aicd|icd|picc|port-?a-?cath|stents?"
-        r"|(?:endotracheal|tracheostomy|nasogastric|orogastric|feeding|enteric|chest|et|ng)\s+tubes?"
-        r"|central\s+(?:venous\s+)?(?:line|catheter)|(?:pacer|pacemaker|sternotomy)\s+(?:leads?|wires?)"
+        r"|tubes?|central\s+(?:venous\s+)?lines?|leads|wires?|clips?|devices?|stimulator|hardware"
+        r"|prosthetic\s+valve|valve\s+replacement|mediport|port"
     ),
 }
 """Finding name -> regular expression of its mentions (lower-case text, matched at word boundaries)."""
@@ -99,14 +108,14 @@ _CLAUSE_BREAK = re.compile(
     r"\b(?:but|however|although|though|except|aside\s+from|apart\s+from|otherwise|whereas|while|which"
     r"|(?<!consistent\s)(?<!compatible\s)(?<!associated\s)with|there\s+(?:is|are|has|have|was|were)"
     r"|and\s+(?:the|there))\b"
-    r"|,\s*(?=(?:and\s+|but\s+)?(?:the|this|these|it|heart|lungs?)\b)"
+    r"|,\s*(?=(?:and\s+|but\s+)?(?:the|this|these|it|heart|lungs?|possible|possibly|questionable|may)\b)"
 )
 _UNCERTAIN_BEFORE = re.compile(
-    r"\b(?:possible|possibly|may|might|could|questionable|question\s+of|suspicious|suspected|suspect"
+    r"\b(?:possible|possibly|may|might|could|questionable|suspicious|suspected|suspect"
     r"|concerning|concern|cannot\s+(?:be\s+)?(?:excluded?|ruled?\s+out)|can\s?not\s+(?:be\s+)?(?:excluded?"
     r"|ruled?\s+out)|can't\s+(?:exclude|rule\s+out)|(?:difficult|hard)\s+to\s+exclude|rule\s+out|r/o"
     r"|differential|versus|vs|equivocal|indeterminate|suggests?|suggestive|suggesting|uncertain"
-    r"|not\s+(?:be\s+)?(?:excluded|ruled\s+out))\b|\?"
+    r"|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|question|evaluat(?:e|ion)\s+(?:for|of)|assess(?:ment)?\s+for)\b|\?"
 )
 _UNCERTAIN_AFTER = re.compile(
     r"\b(?:cannot|can\s?not|can't)\s+be\s+(?:excluded|ruled\s+out)|\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)"
@@ -125,6 +134,7 @@ _NEGATION_AFTER = re.compile(
     r"\b(?:(?:is|are|was|were)\s+)?not\s+(?:\w+\s+)?(?:seen|identified|present|visualized|appreciated"
     r"|evident|demonstrated|noted|detected)\b|\b(?:has|have)\s+(?:\w+\s+)?(?:resolved|cleared)\b"
     r"|\b(?:is|are)\s+(?:now\s+)?(?:absent|resolved)\b|\bno\s+longer\b"
+    r"|\bwithin\s+(?:the\s+)?(?:normal\s+limits|limits\s+of\s+normal)\b"
 )
 
 
@@ -166,13 +176,21 @@ def _clauses(text: str) -> list[str]:
 
 
 def _status(clause: str, end: int) -> Status:
-    """How the clause states the mention that ends at ``clause[end]``."""
+    """How the clause states the mention that ends at ``clause[end]`` (rules in the module docstring)."""
     before, after = clause[:end], clause[end:]
-    if _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_AFTER.search(after):
+    if _UNCERTAIN_AFTER.search(after):
         return "uncertain"
-    if _NEGATION_BEFORE.search(_PSEUDO_NEGATION.sub(" ", before)) or _NEGATION_AFTER.search(after):
+    denied = _blank(_UNCERTAIN_BEFORE, _blank(_PSEUDO_NEGATION, before))
+    if _NEGATION_BEFORE.search(denied):
         return "absent"
-    return "present"
+    if _UNCERTAIN_BEFORE.search(before):
+        return "uncertain"
+    return "absent" if _NEGATION_AFTER.search(after) else "present"
+
+
+def _blank(pattern: re.Pattern[str], text: str) -> str:
+    """``text`` with the matches of ``pattern`` blanked out, so their words trigger nothing."""
+    return pattern.sub(lambda match: " " * len(match.group()), text)
 
 
 def _strongest(found: set[Status]) -> Status:
