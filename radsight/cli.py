@@ -846,7 +846,7 @@ def text_agreement(
     from radsight.text.agreement import iu_agreement, write_agreement
 
     write_agreement(iu_agreement(root), out)
-    stdout.print((out / "agreement.md").read_text())
+    stdout.print((out / "agreement.md").read_text(), soft_wrap=True)
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:

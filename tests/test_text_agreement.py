@@ -48,6 +48,12 @@ def test_hand_computed_agreement(iu_root: Path) -> None:
     pneumothorax = rows["Pneumothorax"]  # negated in 2, coded nowhere
     assert (pneumothorax["support"], pneumothorax["predicted"]) == (0, 0)
     assert (pneumothorax["precision"], pneumothorax["recall"], pneumothorax["f1"]) == (None, None, None)
+    # means over the findings where a rate is defined: precision of 2, recall and F1 of 3 findings
+    mean = result["mean"]
+    assert (mean["precision"], mean["recall"], mean["f1"]) == (0.75, 0.5, 0.5)
+    assert mean["uncertain_as_present"] == pytest.approx(
+        {"precision": 2.5 / 3, "recall": 2.5 / 3, "f1": 2.5 / 3}
+    )
 
 
 def test_cli_writes_json_and_markdown(iu_root: Path, tmp_path: Path) -> None:
@@ -57,6 +63,7 @@ def test_cli_writes_json_and_markdown(iu_root: Path, tmp_path: Path) -> None:
     table = (out / "agreement.md").read_text()
     assert "| Pleural Effusion | 2 | 2 | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 |" in table
     assert "| Lung Opacity | 1 | 0 | undefined | 0.000 | 0.000 | 1.000 | 1.000 |" in table
+    assert "| mean |  |  | 0.750 | 0.500 | 0.500 | 0.833 | 0.833 |" in table
     assert "4 indexed reports (1 marked 'No Indexing' left out)" in table
     assert "Pleural Effusion" in shown
 

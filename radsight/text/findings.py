@@ -74,7 +74,9 @@ FINDINGS: dict[str, str] = {
     "Nodule": r"(?:micro)?nodules?",
     "Mass": r"mass(?:es)?(?!\s+effect)",
     "Fracture": r"fractur(?:e|es|ed)|fx",
-    "Emphysema": r"(?<!subcutaneous\s)emphysema(?:tous)?|copd",
+    "Emphysema": (
+        r"(?<!subcutaneous\s)emphysema(?:tous)?|copd|obstructive\s+(?:pulmonary|lung|airways?)\s+disease"
+    ),
     "Granuloma": r"granulomas?|granulomatous",
     "Hernia": r"hernia(?:s|tion)?",
     "Support Devices": (
@@ -111,15 +113,18 @@ _CLAUSE_BREAK = re.compile(
     r"|,\s*(?=(?:and\s+|but\s+)?(?:the|this|these|it|heart|lungs?|possible|possibly|questionable|may)\b)"
 )
 _UNCERTAIN_BEFORE = re.compile(
-    r"\b(?:possible|possibly|may|might|could|questionable|suspicious|suspected|suspect"
-    r"|concerning|concern|cannot\s+(?:be\s+)?(?:excluded?|ruled?\s+out)|can\s?not\s+(?:be\s+)?(?:excluded?"
-    r"|ruled?\s+out)|can't\s+(?:exclude|rule\s+out)|(?:difficult|hard)\s+to\s+exclude|rule\s+out|r/o"
-    r"|differential|versus|vs|equivocal|indeterminate|suggests?|suggestive|suggesting|uncertain"
-    r"|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|question|evaluat(?:e|ion)\s+(?:for|of)|assess(?:ment)?\s+for)\b|\?"
+    r"\b(?:possible|possibly|possibility|may|might|could|questionable|suspicious|suspected|suspect|concerning|concern"
+    r"|(?:cannot|can\s?not|can't)\s+(?:be\s+)?(?:\w+\s+)?(?:excluded?|ruled?\s+out)|(?:to\s+)?exclude"
+    r"|rule\s+out|r/o|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|differential|versus|vs|equivocal"
+    r"|indeterminate|suggests?|suggestive|suggesting|uncertain|question|evaluat(?:e|ion)\s+(?:for|of)"
+    r"|assess(?:ment)?\s+for|correlat(?:e|ion)\s+(?:\w+\s+)?for|(?:appropriate|right)\s+clinical"
+    r"\s+(?:setting|context))\b|\?"
 )
 _UNCERTAIN_AFTER = re.compile(
-    r"\b(?:cannot|can\s?not|can't)\s+be\s+(?:excluded|ruled\s+out)|\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)"
-    r"|\b(?:is|are)\s+(?:possible|suspected|questioned|not\s+excluded)\b|\bversus\b|\bvs\b|\bmay\s+be\s+present"
+    r"\b(?:cannot|can\s?not|can't)\s+be\s+(?:\w+\s+)?(?:excluded|ruled\s+out)"
+    r"|\bnot\s+(?:be\s+)?(?:\w+\s+)?(?:excluded|ruled\s+out)|\b(?:is|are)\s+(?:possible|suspected"
+    r"|questioned|not\s+excluded)\b|\bversus\b|\bvs\b|\bmay\s+be\s+present|\bin\s+the\s+differential"
+    r"|\b(?:would\s+be|is)\s+a\s+consideration"
 )
 _PSEUDO_NEGATION = re.compile(
     r"\b(?:no|not)\s+(?:(?:significant|significantly|interval|appreciable|appreciably|substantial"
