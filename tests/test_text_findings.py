@@ -82,6 +82,12 @@ def test_negated_lists_and_their_reach(text: str, expected: dict[str, str]) -> N
         ("Atelectasis versus pneumonia.", {"Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
         ("Findings suspicious for pneumonia.", {"Pneumonia": "uncertain"}),
         ("Pneumonia is not excluded.", {"Pneumonia": "uncertain"}),
+        ("Superimposed infection cannot be entirely excluded.", {"Pneumonia": "uncertain"}),
+        (
+            "Question edema or atypical infection? Heart size normal.",
+            {"Edema": "uncertain", "Pneumonia": "uncertain"},
+        ),
+        ("Effusion? No pneumothorax.", {"Pleural Effusion": "uncertain", "Pneumothorax": "absent"}),
         # a negation denies the hedge after it; a comma before a hedge starts a new clause
         ("No focal opacity to suggest pneumonia.", {"Lung Opacity": "absent", "Pneumonia": "absent"}),
         ("No findings suspicious for pneumonia.", {"Pneumonia": "absent"}),

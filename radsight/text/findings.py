@@ -16,12 +16,12 @@ How a sentence is read (after NegEx, Chapman et al. 2001, and the CheXpert label
   before it in its clause, or one of a few phrases follows it ("... is not seen", "... has resolved");
   "no change in", "no increase in" and the like are not negations;
 - a mention is *uncertain* when a hedge ("possible", "may", "could", "questionable", "suspicious
-  for", "cannot exclude", "versus", "suggest") comes before it in its clause, or "cannot be excluded",
-  "is not excluded", "is suspected" follows it. A following hedge outranks a negation before; a
-  negation before outranks a hedge before, which it denies ("no opacity to suggest pneumonia",
-  "no findings suspicious for pneumonia"); a comma before a hedge starts a new clause ("no
-  pneumothorax, possible small effusion"). "Likely", "probable" and "consistent with" are
-  commitments and count as stated;
+  for", "cannot exclude", "versus", "suggest", "?") comes before it in its clause, or "cannot be
+  excluded", "is not excluded", "is suspected", "?" follows it. A following hedge outranks a
+  negation before; a negation before outranks a hedge before, which it denies ("no opacity to
+  suggest pneumonia", "no findings suspicious for pneumonia"); a comma before a hedge starts a new
+  clause ("no pneumothorax, possible small effusion"). "Likely", "probable" and "consistent with"
+  are commitments and count as stated;
 - a finding is *present* when any of its mentions is stated; otherwise *uncertain* when a mention is
   hedged, *absent* when every mention is negated, and not mentioned at all otherwise.
 
@@ -103,8 +103,9 @@ _LABEL_ALIASES = {
 }
 """Label names of radsight's sources (case aside) that are not a finding's own name."""
 
-# A sentence ends at . ? ! ; or a line break; a period between digits ("1.5 cm") does not end one.
-_SENTENCE_END = re.compile(r"(?<!\d)\.|\.(?!\d)|[?!;\n]")
+# A sentence ends at . ! ; or a line break; a period between digits ("1.5 cm") does not end one. A
+# question mark does not: it hedges what it follows ("effusion?") or precedes ("? pneumonia").
+_SENTENCE_END = re.compile(r"(?<!\d)\.|\.(?!\d)|[!;\n]")
 # Words that end the reach of a negation or hedge: the clause after them is read on its own.
 _CLAUSE_BREAK = re.compile(
     r"\b(?:but|however|although|though|except|aside\s+from|apart\s+from|otherwise|whereas|while|which"
@@ -113,8 +114,8 @@ _CLAUSE_BREAK = re.compile(
     r"|,\s*(?=(?:and\s+|but\s+)?(?:the|this|these|it|heart|lungs?|possible|possibly|questionable|may)\b)"
 )
 _UNCERTAIN_BEFORE = re.compile(
-    r"\b(?:possible|possibly|possibility|may|might|could|questionable|suspicious|suspected|suspect|concerning|concern"
-    r"|(?:cannot|can\s?not|can't)\s+(?:be\s+)?(?:\w+\s+)?(?:excluded?|ruled?\s+out)|(?:to\s+)?exclude"
+    r"\b(?:possible|possibly|possibility|may|might|could|questionable|suspicious|suspected|suspect"
+    r"|concerning|concern|(?:cannot|can\s?not|can't)\s+(?:be\s+)?(?:\w+\s+)?(?:excluded?|ruled?\s+out)|(?:to\s+)?exclude"
     r"|rule\s+out|r/o|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|differential|versus|vs|equivocal"
     r"|indeterminate|suggests?|suggestive|suggesting|uncertain|question|evaluat(?:e|ion)\s+(?:for|of)"
     r"|assess(?:ment)?\s+for|correlat(?:e|ion)\s+(?:\w+\s+)?for|(?:appropriate|right)\s+clinical"
@@ -124,7 +125,7 @@ _UNCERTAIN_AFTER = re.compile(
     r"\b(?:cannot|can\s?not|can't)\s+be\s+(?:\w+\s+)?(?:excluded|ruled\s+out)"
     r"|\bnot\s+(?:be\s+)?(?:\w+\s+)?(?:excluded|ruled\s+out)|\b(?:is|are)\s+(?:possible|suspected"
     r"|questioned|not\s+excluded)\b|\bversus\b|\bvs\b|\bmay\s+be\s+present|\bin\s+the\s+differential"
-    r"|\b(?:would\s+be|is)\s+a\s+consideration"
+    r"|\b(?:would\s+be|is)\s+a\s+consideration|\?"
 )
 _PSEUDO_NEGATION = re.compile(
     r"\b(?:no|not)\s+(?:(?:significant|significantly|interval|appreciable|appreciably|substantial"

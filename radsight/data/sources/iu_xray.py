@@ -33,20 +33,6 @@ def load_reports(root: str | Path) -> list[str]:
     return [_report_text(row) or "" for row in reports.sort_values("uid").to_dict("records")]
 
 
-def load_coded_reports(root: str | Path) -> list[tuple[str, set[str] | None]]:
-    """Every report's text (as ``load_reports``) with its ``Problems`` headings (None: not indexed), in
-    uid order: the coders' reading of each report, for checking a report labeller against."""
-    reports = read_csv(Path(root) / REPORTS, required=["uid", "Problems", "findings", "impression"])
-    rows = reports.sort_values("uid").to_dict("records")
-    return [(_report_text(row) or "", problem_terms(str(row["Problems"]))) for row in rows]
-
-
-def problem_terms(problems: str) -> set[str] | None:
-    """The headings of a ';'-separated Problems cell, or None when the report was not indexed."""
-    terms = {term.strip() for term in problems.split(";")}
-    return None if NOT_INDEXED in terms else terms
-
-
 def _report_text(row: dict[str, Any]) -> str | None:
     parts = [cell_text(row["findings"]), cell_text(row["impression"])]
     return " ".join(part for part in parts if part) or None
@@ -121,3 +107,17 @@ class IUXray(SourceDataset):
         if terms is None:
             return np.full(len(self.all_labels), np.nan, dtype=np.float32)
         return np.array([name in terms for name in self.all_labels], dtype=np.float32)
+
+
+def load_coded_reports(root: str | Path) -> list[tuple[str, set[str] | None]]:
+    """Every report's text (as ``load_reports``) with its ``Problems`` headings (None: not indexed), in
+    uid order: the coders' reading of each report, for checking a report labeller against."""
+    reports = read_csv(Path(root) / REPORTS, required=["uid", "Problems", "findings", "impression"])
+    rows = reports.sort_values("uid").to_dict("records")
+    return [(_report_text(row) or "", problem_terms(str(row["Problems"]))) for row in rows]
+
+
+def problem_terms(problems: str) -> set[str] | None:
+    """The headings of a ';'-separated Problems cell, or None when the report was not indexed."""
+    terms = {term.strip() for term in problems.split(";")}
+    return None if NOT_INDEXED in terms else terms
