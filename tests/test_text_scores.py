@@ -49,6 +49,11 @@ def test_identical_reports_score_one() -> None:
     assert scores == pytest.approx({"bleu4": 1.0, "rouge_l": 1.0, "finding_f1": 1.0})
 
 
+def test_an_empty_report_scores_zero() -> None:
+    scores = report_scores(["", ""], REFERENCES)
+    assert (scores["bleu4"], scores["rouge_l"], scores["finding_f1"]) == (0.0, 0.0, 0.0)
+
+
 def test_no_finding_in_any_reference() -> None:
     assert math.isnan(report_scores(["Normal chest."], ["No acute disease."])["finding_f1"])
 
