@@ -115,11 +115,11 @@ _CLAUSE_BREAK = re.compile(
 )
 _UNCERTAIN_BEFORE = re.compile(
     r"\b(?:possible|possibly|possibility|may|might|could|questionable|suspicious|suspected|suspect"
-    r"|concerning|concern|(?:cannot|can\s?not|can't)\s+(?:be\s+)?(?:\w+\s+)?(?:excluded?|ruled?\s+out)|(?:to\s+)?exclude"
-    r"|rule\s+out|r/o|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|differential|versus|vs|equivocal"
-    r"|indeterminate|suggests?|suggestive|suggesting|uncertain|question|evaluat(?:e|ion)\s+(?:for|of)"
-    r"|assess(?:ment)?\s+for|correlat(?:e|ion)\s+(?:\w+\s+)?for|(?:appropriate|right)\s+clinical"
-    r"\s+(?:setting|context))\b|\?"
+    r"|concerning|concern|(?:cannot|can\s?not|can't)\s+(?:be\s+)?(?:\w+\s+)?(?:excluded?|ruled?\s+out)"
+    r"|(?:to\s+)?exclude|rule\s+out|r/o|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|differential|versus|vs"
+    r"|equivocal|indeterminate|suggests?|suggestive|suggesting|uncertain|question"
+    r"|evaluat(?:e|ion)\s+(?:for|of)|assess(?:ment)?\s+for|correlat(?:e|ion)\s+(?:\w+\s+)?for"
+    r"|(?:appropriate|right)\s+clinical\s+(?:setting|context))\b|\?"
 )
 _UNCERTAIN_AFTER = re.compile(
     r"\b(?:cannot|can\s?not|can't)\s+be\s+(?:\w+\s+)?(?:excluded|ruled\s+out)"
