@@ -1,4 +1,5 @@
-"""The radsight command: demo, train, evaluate, predict, explain, serve, compare, studies and data inspection.
+"""The radsight command: demo, train, evaluate, predict, explain, serve, compare, studies, data inspection and
+report text.
 
 Every user-facing failure is a RadsightError, printed as one line (file and problem) with exit code 2.
 Commands check their arguments and files before importing torch, and import Lightning's training
@@ -91,6 +92,8 @@ class PlainGroup(PlainHelp, TyperGroup):
 app = typer.Typer(cls=PlainGroup, no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
+text_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Findings in radiology report text.")
+app.add_typer(text_app, name="text")
 subcommand = functools.partial(app.command, cls=PlainCommand)
 # Neither console reads markup: what they print holds file names, recipe names and labels, which are the
 # user's text and are shown literally ("[bold]scan.png" stays that).
@@ -829,6 +832,21 @@ def _print_audit(audit: ShortcutAudit) -> None:
         console.print(f"shortcut note: {line}", highlight=False, soft_wrap=True)
     if not audit.warnings():
         console.print(f"shortcut audit: no predictor above AUROC {audit.level:.2f} for any label")
+
+
+@text_app.command("agreement", cls=PlainCommand)
+@reports_errors
+def text_agreement(
+    root: Annotated[Path, typer.Option(help="the IU X-ray folder (indiana_reports.csv)")],
+    out: Annotated[Path, typer.Option(help="folder for agreement.json and agreement.md")],
+) -> None:
+    """Precision and recall, per finding, of the report finding extractor against the MeSH Problems codes
+    of the IU X-ray reports."""
+    existing_files([root / "indiana_reports.csv"])
+    from radsight.text.agreement import iu_agreement, write_agreement
+
+    write_agreement(iu_agreement(root), out)
+    stdout.print((out / "agreement.md").read_text(), soft_wrap=True)
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:

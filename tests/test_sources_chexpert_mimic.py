@@ -211,3 +211,61 @@ def test_mimic_rejects_unknown_label_value(mimic: Path) -> None:
     labels.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"chexpert\.csv\.gz.*'Edema' holds 3"):
         MIMICCXRJPG(mimic)
+
+
+# MIMIC-CXR's report layout: headed sections, padded lines, the "___" of de-identification
+FULL_REPORT = """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+
+ INDICATION:  ___F with cough, ? pneumonia
+
+ COMPARISON:  ___
+
+ FINDINGS:
+
+ PA and lateral views of the chest provided.  There is no focal consolidation,
+ effusion, or pneumothorax.  Mild cardiomegaly.
+
+ IMPRESSION:
+
+ No acute intrathoracic process.  Mild cardiomegaly.
+
+ NOTIFICATION:  Dr. ___ was told by telephone.
+"""
+IMPRESSION_ONLY = (
+    "                                 FINAL REPORT\n FINDINGS AND IMPRESSION:  Small left effusion.\n"
+)
+UNSECTIONED = "                                 FINAL REPORT\n Portable chest, no change.\n"
+
+
+def write_reports(folder: Path) -> None:
+    for (subject, study), text in {
+        ("10000001", "50000001"): FULL_REPORT,
+        ("10000002", "50000002"): IMPRESSION_ONLY,
+        ("11000003", "50000003"): UNSECTIONED,
+    }.items():
+        path = folder / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_mimic_reports_beside_the_images(mimic: Path) -> None:
+    write_reports(mimic)
+    dataset = MIMICCXRJPG(mimic, views=["frontal", "lateral"])
+    reports = {r.extra["dicom_id"]: r.report for r in dataset.records}
+    first = (
+        "FINDINGS: PA and lateral views of the chest provided. There is no focal consolidation, effusion, "
+        "or pneumothorax. Mild cardiomegaly. IMPRESSION: No acute intrathoracic process. Mild cardiomegaly."
+    )
+    # both images of a study share its report; the notification, indication and comparison are left out
+    assert reports == {"d1": first, "d2": first, "d3": "IMPRESSION: Small left effusion.", "d4": None}
+    assert dataset[0].report == first
+
+
+def test_mimic_reports_from_their_own_folder(mimic: Path, tmp_path: Path) -> None:
+    assert all(r.report is None for r in MIMICCXRJPG(mimic).records)  # no report files: no reports
+    write_reports(tmp_path / "reports")
+    dataset = MIMICCXRJPG(mimic, reports_dir=tmp_path / "reports")
+    assert [r.report is not None for r in dataset.records] == [True, True, False]
+    with pytest.raises(DataError, match=r"missing: mimic_cxr_jpg reports folder has no files/ folder"):
+        MIMICCXRJPG(mimic, reports_dir=tmp_path / "missing")

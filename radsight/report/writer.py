@@ -95,7 +95,8 @@ def _regions(section: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(key.removesuffix(suffix) for key in section if key.endswith(suffix))
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: the header, the rule and one line per row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
@@ -145,10 +146,10 @@ def write_report(
         md += [f"## {name.capitalize()}", ""]
         body.append(f"<h2>{html.escape(name.capitalize())}</h2>")
         rows = named_rows(section, name)
-        md += [*_markdown_table(SUMMARY_HEADER, rows), ""]
+        md += [*markdown_table(SUMMARY_HEADER, rows), ""]
         body.append(_html_table(SUMMARY_HEADER, rows))
         for header, label_rows in label_tables(section, name):
-            md += [*_markdown_table(header, label_rows), ""]
+            md += [*markdown_table(header, label_rows), ""]
             body.append(_html_table(header, label_rows))
     for caption, path in figures.items():
         md += [f"## {caption}", "", f"![{caption}]({Path(path).name})", ""]

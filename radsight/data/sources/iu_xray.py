@@ -103,7 +103,21 @@ class IUXray(SourceDataset):
 
     def _labels(self, problems: str) -> np.ndarray:
         """Multi-hot over ``all_labels`` of the ';'-separated Problems; NaN when the report is not indexed."""
-        terms = {term.strip() for term in problems.split(";")}
-        if NOT_INDEXED in terms:
+        terms = problem_terms(problems)
+        if terms is None:
             return np.full(len(self.all_labels), np.nan, dtype=np.float32)
         return np.array([name in terms for name in self.all_labels], dtype=np.float32)
+
+
+def load_coded_reports(root: str | Path) -> list[tuple[str, set[str] | None]]:
+    """Every report's text (as ``load_reports``) with its ``Problems`` headings (None: not indexed), in
+    uid order: the coders' reading of each report, for checking a report labeller against."""
+    reports = read_csv(Path(root) / REPORTS, required=["uid", "Problems", "findings", "impression"])
+    rows = reports.sort_values("uid").to_dict("records")
+    return [(_report_text(row) or "", problem_terms(str(row["Problems"]))) for row in rows]
+
+
+def problem_terms(problems: str) -> set[str] | None:
+    """The headings of a ';'-separated Problems cell, or None when the report was not indexed."""
+    terms = {term.strip() for term in problems.split(";")}
+    return None if NOT_INDEXED in terms else terms
