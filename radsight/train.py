@@ -140,14 +140,17 @@ class RepeatableEpochs(Callback):
                     with warnings.catch_warnings():  # "step before optimizer.step": it did step, before
                         warnings.simplefilter("ignore", UserWarning)
                         config.scheduler.step()
-        if self.loader.batches_done and self.saved_random is not None:
-            set_random_state(self.saved_random)
-        else:
-            entropy = [self.seed, self.stage_index, trainer.current_epoch, 1]
-            seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-            L.seed_everything(seed, workers=True, verbose=False)
-            self.loader.batches_done = 0
-        self.saved_random = None
+        entropy = [self.seed, self.stage_index, trainer.current_epoch, 1]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        L.seed_everything(seed, workers=True, verbose=False)
+        self.loader.batches_done = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """An epoch cut short (the loader restored past its first batch) resumes without its start
+        hook: the generators continue from their states saved with the checkpoint."""
+        saved, self.saved_random = self.saved_random, None
+        if self.loader.batches_done and saved is not None:
+            set_random_state(saved)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

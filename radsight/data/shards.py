@@ -23,6 +23,7 @@ shards complete.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -360,9 +361,11 @@ def write_shards(
     storage_options: Mapping[str, Any] | None = None,
     chunk_bytes: str | int = CHUNK_BYTES,
     progress: bool = True,
+    staging: str | Path | None = None,
 ) -> Catalog:
     """Pack every sample of ``source`` (built from registry ``name`` and ``options``) into shards in
-    ``out`` (a folder or ``s3://bucket/prefix``). A write interrupted earlier with the same settings
+    ``out`` (a folder or ``s3://bucket/prefix``; those are written in ``staging`` first, by default a
+    folder of the user's cache, then uploaded). A write interrupted earlier with the same settings
     resumes from litdata's checkpoints; finished shards are left as they are."""
     from litdata import optimize
 
@@ -381,23 +384,57 @@ def write_shards(
             f"{out} holds an unfinished write of other settings ({started}): remove it or write elsewhere"
         )
     write_text(out, SETTINGS_FILE, settings, storage_options)
-    if read_text(out, INDEX_FILE, storage_options) is None:
-        if is_remote(out):
-            _allow_plain_http(storage_options)
+    local = Path(staging or _staging_folder(out, settings)) if is_remote(out) else Path(out)
+    if not (local / INDEX_FILE).is_file():
         optimize(
             _Encoder(source, image_size),
             list(range(len(source))),
-            str(out),
+            str(local),
             chunk_bytes=chunk_bytes,
             num_workers=max(1, workers),
             use_checkpoint=True,
             reorder_files=False,
-            start_method="fork",
-            storage_options=storage_options,
+            start_method="fork",  # the workers share the source built here, nothing is pickled
             verbose=progress,
         )
+    written = _count(json.loads((local / INDEX_FILE).read_text()), str(local / INDEX_FILE))
+    if written != len(source):
+        raise DataError(
+            local, f"{written} of {len(source)} samples written (a writer died): run it again to resume"
+        )
+    if is_remote(out):
+        _upload(local, str(out), storage_options)
     write_text(out, CATALOG_FILE, catalog.to_json(), storage_options)
     return catalog
+
+
+def _staging_folder(out: str | Path, settings: str) -> Path:
+    """Where shards bound for remote storage are written first, one folder per destination and
+    settings (litdata's own remote writer refuses a prefix that holds anything, so it could not resume
+    an interrupted write there)."""
+    digest = hashlib.sha256(f"{out}\n{settings}".encode()).hexdigest()[:16]
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radsight" / "shards" / digest
+
+
+def _upload(local: Path, out: str, storage_options: Mapping[str, Any]) -> None:
+    """Copy the written shards to ``out``, skipping files already there whole (a resumed upload)."""
+    client = _s3_client(storage_options)
+    for path in sorted(p for p in local.iterdir() if p.is_file()):
+        bucket, key = _s3_object(out, path.name)
+        try:
+            if client.head_object(Bucket=bucket, Key=key)["ContentLength"] == path.stat().st_size:
+                continue
+        except client.exceptions.ClientError:
+            pass
+        client.upload_file(str(path), bucket, key)
+
+
+def _count(index: Any, where: str) -> int:
+    """The number of samples a litdata ``index.json`` lists."""
+    try:
+        return sum(int(chunk["chunk_size"]) for chunk in index["chunks"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(where, f"not a litdata index ({error})") from None
 
 
 class ShardReader:
@@ -429,10 +466,10 @@ class ShardReader:
         if text is None:
             raise DataError(where, "file not found")
         try:
-            config = json.loads(text)["config"]
-            count = sum(chunk["chunk_size"] for chunk in json.loads(text)["chunks"])
-        except (ValueError, KeyError, TypeError) as error:
+            index = json.loads(text)
+        except ValueError as error:
             raise DataError(where, f"not a litdata index ({error})") from None
+        count, config = _count(index, where), index["config"]
         if config.get("data_format") != DATA_FORMAT:
             stored = config.get("data_format")
             raise DataError(where, f"fields stored as {stored}, not radsight's {DATA_FORMAT}")
