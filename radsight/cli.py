@@ -833,6 +833,10 @@ def shard_data(
     image_size: Annotated[
         int | None, typer.Option(help="store images shrunk to this longer side (default: as the files are)")
     ] = None,
+    raw_pixels: Annotated[
+        bool,
+        typer.Option("--raw-pixels", help="store 16-bit pixels, not compressed files: larger, no decoding"),
+    ] = False,
     workers: Annotated[int, typer.Option(min=1, help="parallel writer processes")] = 1,
 ) -> None:
     """Pack a source (labels, boxes, masks, gaze, report, meta) into streaming shards that a recipe reads
@@ -846,7 +850,9 @@ def shard_data(
 
     spec = SourceSpec(name=source, root=None if root is None else str(root), options=_parse_options(options))
     dataset = build_source(spec)
-    catalog = write_shards(dataset, source, spec.options, out, image_size=image_size, workers=workers)
+    catalog = write_shards(
+        dataset, source, spec.options, out, image_size=image_size, raw_pixels=raw_pixels, workers=workers
+    )
     stdout.print(f"{len(catalog.patient_ids)} samples of {source} in {out}")
 
 

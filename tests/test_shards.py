@@ -172,6 +172,20 @@ def test_a_bad_file_is_kept_as_its_problem(tmp_path: Path) -> None:
     assert skipping[1] is None and skipping[2] is not None and "c.png" in skipping.skipped[0]
 
 
+def test_raw_pixels_give_8_bit_images_back_exactly(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 24), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "list.csv").write_text("path\na.png\nb.png\n")
+    spec = SourceSpec(name="manifest", options={"csv": str(tmp_path / "list.csv")})
+    source, shards = shard(spec, tmp_path / "shards", raw_pixels=True)
+    assert json.loads((tmp_path / "shards" / CATALOG_FILE).read_text())["raw_pixels"] is True
+    for index in (0, 1):
+        assert_same_sample(source[index], shards[index])
+
+
 def test_cli_shards_a_source_and_refuses_a_tiny_image_size(tmp_path: Path) -> None:
     out = tmp_path / "shards"
     result = run_cli(

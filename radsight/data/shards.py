@@ -11,9 +11,12 @@ Every stored sample has the same explicit schema, and nothing is ever pickled:
   ``index``  int: the sample's position in the source (checked on reading);
   ``image``  bytes: the file as stored (decoded by ``read_image`` when read, so the image is the folder
              source's bit for bit), a ``.npy`` float32 array (an image no file holds as is: a rendered
-             phantom), or a 16-bit PNG (``image_size`` given: the image shrunk, quantised to 1/65535);
-  ``arrays`` bytes: an ``.npz`` of plain arrays (labels, boxes, fixations, masks, gaze map, token ids),
-             read with ``allow_pickle=False``;
+             phantom), a 16-bit PNG (``image_size`` given: the image shrunk, quantised to 1/65535), or
+             with ``raw_pixels`` the image's 16-bit levels uncompressed (larger shards, nothing to
+             decode when read; 8-bit images come back exactly);
+  ``arrays`` bytes: the raw numbers of the sample's arrays (labels, boxes, fixations, masks 8 pixels a
+             byte, gaze map, token ids), their names, types (float32, int64, bool only) and shapes in
+             the meta;
   ``meta``   bytes: UTF-8 JSON of the rest (where the sample came from, box labels, report, geometry,
              DICOM identity), or of the problem of a file that could not be read.
 ``radsight_shards.json`` beside ``index.json`` is the catalog (patients, image names, labels, which
@@ -150,10 +153,41 @@ def _unplain(value: Any) -> Any:
     return value
 
 
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
+ARRAY_TYPES = {"float32": np.float32, "int64": np.int64, "bool": np.bool_}
+"""The only element types stored arrays may have; booleans (masks) are stored 8 pixels a byte."""
+
+
+def _pack_arrays(arrays: dict[str, np.ndarray]) -> tuple[bytes, list[list[Any]]]:
+    """The arrays' raw bytes one after another, and their [name, type, shape] layout for the meta."""
+    layout, parts = [], []
+    for name, array in arrays.items():
+        kind = str(array.dtype)
+        if kind not in ARRAY_TYPES:
+            raise DataError(None, f"{name}: {kind} arrays cannot be stored in shards ({sorted(ARRAY_TYPES)})")
+        data = np.packbits(array) if kind == "bool" else np.ascontiguousarray(array, dtype=ARRAY_TYPES[kind])
+        parts.append(data.tobytes())
+        layout.append([name, kind, list(array.shape)])
+    return b"".join(parts), layout
+
+
+def _unpack_arrays(data: bytes, layout: list[list[Any]], where: str) -> dict[str, torch.Tensor]:
+    """The arrays of :func:`_pack_arrays`, read as plain numbers of the allowed types only."""
+    arrays, offset = {}, 0
+    for name, kind, shape in layout:
+        if kind not in ARRAY_TYPES:
+            raise DataError(where, f"stored array {name!r} of unknown type {kind!r}")
+        count = int(np.prod(shape))
+        if kind == "bool":
+            size = (count + 7) // 8
+            bits = np.frombuffer(data, np.uint8, size, offset)
+            array = np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+        else:
+            size = count * np.dtype(ARRAY_TYPES[kind]).itemsize
+            array = np.frombuffer(data, ARRAY_TYPES[kind], count, offset).reshape(shape).copy()
+        arrays[name], offset = torch.from_numpy(array), offset + size
+    if offset != len(data):
+        raise DataError(where, f"stored arrays take {offset} bytes, not the {len(data)} stored")
+    return arrays
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -163,10 +197,13 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def _png16(image: torch.Tensor) -> bytes:
-    levels = np.round(image[0].clamp(0, 1).numpy().astype(np.float64) * PNG_SCALE).astype("<u2")
     buffer = io.BytesIO()
-    Image.fromarray(levels).save(buffer, format="PNG")
+    Image.fromarray(_levels(image)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _levels(image: torch.Tensor) -> np.ndarray:
+    return np.round(image[0].clamp(0, 1).numpy().astype(np.float64) * PNG_SCALE).astype("<u2")
 
 
 def _file_copy(sample: Sample, read_options: Mapping[str, Any] | None) -> bytes | None:
@@ -184,11 +221,18 @@ def _file_copy(sample: Sample, read_options: Mapping[str, Any] | None) -> bytes 
 
 
 def encode_sample(
-    index: int, sample: Sample, read_options: Mapping[str, Any] | None, image_size: int | None
+    index: int,
+    sample: Sample,
+    read_options: Mapping[str, Any] | None,
+    image_size: int | None,
+    raw_pixels: bool = False,
 ) -> dict[str, Any]:
     """One sample as the four stored fields (see the module's docstring)."""
     if image_size is not None:
         sample = Shrink(image_size)(sample)
+    if raw_pixels:
+        image, kind = _levels(sample.image).tobytes(), "raw16"
+    elif image_size is not None:
         image, kind = _png16(sample.image), "png16"
     elif (copy := _file_copy(sample, read_options)) is not None:
         image, kind = copy, "file"
@@ -203,6 +247,7 @@ def encode_sample(
     arrays.update({f"mask{k}": mask.numpy().astype(bool) for k, mask in enumerate(masks.values())})
     meta = sample.meta
     where = f"{meta.path} meta"
+    packed, layout = _pack_arrays(arrays)
     record = {
         "kind": kind,
         "source": meta.source,
@@ -217,18 +262,25 @@ def encode_sample(
         "box_labels": sample.box_labels,
         "report": sample.report,
         "mask_names": list(masks),
+        "arrays": layout,
+        "image_shape": list(sample.image.shape),
     }
-    return {"index": index, "image": image, "arrays": _npz(arrays), "meta": json.dumps(record).encode()}
+    return {"index": index, "image": image, "arrays": packed, "meta": json.dumps(record).encode()}
 
 
 def bad_file_item(index: int, error: DataError) -> dict[str, Any]:
     """A file the source could not read, kept as its problem: reading it follows ``on_bad_file`` as the
     folder source does."""
     meta = {"error": error.problem, "error_path": error.path}
-    return {"index": index, "image": b"", "arrays": _npz({}), "meta": json.dumps(meta).encode()}
+    return {"index": index, "image": b"", "arrays": b"", "meta": json.dumps(meta).encode()}
 
 
-def _decode_image(kind: str, data: bytes, path: str, read_options: Mapping[str, Any]) -> torch.Tensor:
+def _decode_image(
+    kind: str, data: bytes, path: str, read_options: Mapping[str, Any], shape: list[int]
+) -> torch.Tensor:
+    if kind == "raw16":
+        levels = np.frombuffer(data, "<u2").astype(np.float32).reshape(shape)
+        return torch.from_numpy(levels / np.float32(PNG_SCALE))
     if kind == "file":
         return read_image(data, name=path, **read_options)[0]
     if kind == "npy":
@@ -246,8 +298,7 @@ def decode_sample(item: Mapping[str, Any], read_options: Mapping[str, Any]) -> S
     meta = json.loads(bytes(item["meta"]))
     if "error" in meta:
         raise DataError(meta["error_path"], meta["error"])
-    with np.load(io.BytesIO(bytes(item["arrays"])), allow_pickle=False) as stored:
-        arrays = {name: torch.from_numpy(stored[name].copy()) for name in stored.files}
+    arrays = _unpack_arrays(bytes(item["arrays"]), meta["arrays"], meta["path"])
     geometry = None
     if meta["geometry"] is not None:
         geometry = Geometry(**_unplain(meta["geometry"]))
@@ -265,7 +316,9 @@ def decode_sample(item: Mapping[str, Any], read_options: Mapping[str, Any]) -> S
     )
     masks = {name: arrays[f"mask{k}"] for k, name in enumerate(meta["mask_names"])}
     return Sample(
-        image=_decode_image(meta["kind"], bytes(item["image"]), meta["path"], read_options),
+        image=_decode_image(
+            meta["kind"], bytes(item["image"]), meta["path"], read_options, meta["image_shape"]
+        ),
         meta=sample_meta,
         labels=arrays.get("labels"),
         boxes=arrays.get("boxes"),
@@ -286,6 +339,7 @@ class Catalog:
     source: str
     options: dict[str, Any]
     image_size: int | None
+    raw_pixels: bool
     label_names: list[str]
     read_options: dict[str, Any]
     patient_ids: list[str]
@@ -317,12 +371,15 @@ class Catalog:
         return np.asarray(rows, dtype=np.float32).reshape(len(self.labels), len(self.label_names))
 
 
-def _catalog_of(source: Any, name: str, options: Mapping[str, Any], image_size: int | None) -> Catalog:
+def _catalog_of(
+    source: Any, name: str, options: Mapping[str, Any], image_size: int | None, raw_pixels: bool
+) -> Catalog:
     labels = np.asarray(source.label_matrix, dtype=np.float64)
     return Catalog(
         source=name,
         options=_plain(dict(options), "source options"),
         image_size=image_size,
+        raw_pixels=raw_pixels,
         label_names=list(source.label_names),
         read_options=dict(getattr(source, "read_options", {})),
         patient_ids=[str(p) for p in source.patient_ids],
@@ -336,9 +393,10 @@ def _catalog_of(source: Any, name: str, options: Mapping[str, Any], image_size: 
 class _Encoder:
     """What each litdata worker runs on a source index (forked, so the source is not pickled)."""
 
-    def __init__(self, source: Any, image_size: int | None) -> None:
+    def __init__(self, source: Any, image_size: int | None, raw_pixels: bool) -> None:
         self.source = source
         self.image_size = image_size
+        self.raw_pixels = raw_pixels
         self.read_options = getattr(source, "read_options", None)
 
     def __call__(self, index: int) -> dict[str, Any]:
@@ -347,7 +405,7 @@ class _Encoder:
         except DataError as error:
             log.warning("shards: keeping a bad file as its problem: %s", error)
             return bad_file_item(index, error)
-        return encode_sample(index, sample, self.read_options, self.image_size)
+        return encode_sample(index, sample, self.read_options, self.image_size, self.raw_pixels)
 
 
 def write_shards(
@@ -357,6 +415,7 @@ def write_shards(
     out: str | Path,
     *,
     image_size: int | None = None,
+    raw_pixels: bool = False,
     workers: int = 1,
     storage_options: Mapping[str, Any] | None = None,
     chunk_bytes: str | int = CHUNK_BYTES,
@@ -370,11 +429,12 @@ def write_shards(
     from litdata import optimize
 
     storage_options = dict(storage_options or {})
-    catalog = _catalog_of(source, name, options, image_size)
-    settings = json.dumps({"source": name, "options": catalog.options, "image_size": image_size})
+    catalog = _catalog_of(source, name, options, image_size, raw_pixels)
+    chosen = (name, catalog.options, image_size, raw_pixels)
+    settings = json.dumps(dict(zip(("source", "options", "image_size", "raw_pixels"), chosen, strict=True)))
     if read_text(out, CATALOG_FILE, storage_options) is not None:
         existing = Catalog.from_json(read_text(out, CATALOG_FILE, storage_options) or "", str(out))
-        if (existing.source, existing.options, existing.image_size) != (name, catalog.options, image_size):
+        if (existing.source, existing.options, existing.image_size, existing.raw_pixels) != chosen:
             raise ConfigError(f"{out} holds shards of other settings ({existing.source}): choose another out")
         log.info("%s: the shards are complete already", out)
         return existing
@@ -387,7 +447,7 @@ def write_shards(
     local = Path(staging or _staging_folder(out, settings)) if is_remote(out) else Path(out)
     if not (local / INDEX_FILE).is_file():
         optimize(
-            _Encoder(source, image_size),
+            _Encoder(source, image_size, raw_pixels),
             list(range(len(source))),
             str(local),
             chunk_bytes=chunk_bytes,
