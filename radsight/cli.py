@@ -824,6 +824,41 @@ def inspect_data(
     audit.check(strict)
 
 
+@data_app.command("shard", cls=PlainCommand)
+@reports_errors
+def shard_data(
+    source: Annotated[str, typer.Option(help=f"data source: {SOURCE_NAMES}")],
+    out: Annotated[str, typer.Option(help="folder or s3://bucket/prefix for the shards")],
+    root: Annotated[
+        Path | None, typer.Option(help="the source's root folder (a manifest's default: its CSV's folder)")
+    ] = None,
+    options: SourceOptions = [],  # noqa: B006
+    image_size: Annotated[
+        int | None, typer.Option(help="store images shrunk to this longer side (default: as the files are)")
+    ] = None,
+    raw_pixels: Annotated[
+        bool,
+        typer.Option("--raw-pixels", help="store 16-bit pixels, not compressed files: larger, no decoding"),
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="parallel writer processes")] = 1,
+) -> None:
+    """Pack a source (labels, boxes, masks, gaze, report, meta) into streaming shards that a recipe reads
+    as `source: shards`, locally or on S3 (credentials and AWS_ENDPOINT_URL from the environment). An
+    interrupted write resumes when run again."""
+    if image_size is not None and image_size < 8:
+        raise ConfigError(f"--image-size must be at least 8 pixels, not {image_size}")
+    from radsight.config import SourceSpec
+    from radsight.data.assemble import build_source
+    from radsight.data.shards import write_shards
+
+    spec = SourceSpec(name=source, root=None if root is None else str(root), options=_parse_options(options))
+    dataset = build_source(spec)
+    catalog = write_shards(
+        dataset, source, spec.options, out, image_size=image_size, raw_pixels=raw_pixels, workers=workers
+    )
+    stdout.print(f"{len(catalog.patient_ids)} samples of {source} in {out}")
+
+
 def _print_audit(audit: ShortcutAudit) -> None:
     """The shortcut audit's warning lines (one per flagged label) and notes, or that it found none."""
     for line in audit.warnings():

@@ -208,6 +208,9 @@ class TrainerConfig(Strict):
         False, description="train in channels-last memory layout (faster convolutions, same values)"
     )
     limit_train_batches: int | float | None = None
+    checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="also checkpoint every N training steps, so a kill mid-epoch resumes there"
+    )
     gradient_clip_val: float | None = Field(None, gt=0)
     progress_bar: bool = True
     threads: int | None = Field(

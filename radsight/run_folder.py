@@ -88,8 +88,10 @@ def read_export_config(model_dir: str | Path) -> dict[str, Any]:
 
 def is_launching_process() -> bool:
     """True in the process a user started; False in the ranks that Lightning or a cluster launcher
-    starts for DDP (they re-run the same command and must not re-check or rewrite the run folder)."""
-    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    (torchrun, SLURM's srun) starts for DDP (they run the same command and must not re-check or
+    rewrite the run folder)."""
+    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
 
 
 def inside(folder: Path, name: str, what: str) -> Path:

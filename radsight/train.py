@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 import warnings
 from contextlib import nullcontext
@@ -52,7 +53,7 @@ from radsight.checkpoints import (
 )
 from radsight.config import Recipe, TrainerConfig, recipe_as_written
 from radsight.data.assemble import SPLITS_FILE, DataSplits, build_splits
-from radsight.data.epoch_order import EpochOrder, SeededItems
+from radsight.data.epoch_order import EpochLoader, EpochOrder, SeededItems
 from radsight.data.input_profile import training_profile
 from radsight.data.sample import make_loader
 from radsight.data.shortcut_audit import audit_dataset
@@ -111,25 +112,28 @@ class EpochLog(Callback):
 
 
 class RepeatableEpochs(Callback):
-    """Start every epoch in the same state whether the run was resumed or not, so that a resumed run
-    repeats the uninterrupted one bit for bit. Lightning restores weights, optimiser and schedule, but
-    neither the random generators nor, from a checkpoint written at an epoch's end, that epoch's step of
-    the learning-rate schedule.
+    """Start every epoch, and continue one cut short, in the same state whether the run was resumed or
+    not, so that a resumed run repeats the uninterrupted one bit for bit. Lightning restores weights,
+    optimiser and schedule, but neither the random generators nor, from a checkpoint written at an
+    epoch's end, that epoch's step of the learning-rate schedule.
 
-    The epoch's order and augmentations come from :class:`EpochOrder` (told the epoch here as well,
-    for the distributed sampler Lightning wraps it in). At each epoch's start the epoch-wise schedules
-    (cosine) catch up on steps they missed, and every random generator is seeded from (recipe seed,
-    stage, epoch) for what the training steps draw (dropout). A plateau schedule cannot catch up (the
-    metric it steps on is not in the checkpoint): it may lag by one step after a resume.
+    The epoch's order and augmentations come from the loader's :class:`EpochOrder`, which keeps count
+    of the batches trained (``on_train_batch_end``) for a mid-epoch checkpoint. At each epoch's start
+    the epoch-wise schedules (cosine) catch up on steps they missed, and every random generator is
+    seeded from (recipe seed, stage, epoch) for what the training steps draw (dropout); an epoch resumed
+    from a mid-epoch checkpoint gets back the generators' states saved with it instead. A plateau
+    schedule cannot catch up (the metric it steps on is not in the checkpoint): it may lag by one step
+    after a resume.
     """
 
-    def __init__(self, seed: int, stage_index: int, order: EpochOrder) -> None:
+    def __init__(self, seed: int, stage_index: int, loader: EpochLoader) -> None:
         self.seed = seed
         self.stage_index = stage_index
-        self.order = order
+        self.loader = loader
+        self.saved_random: dict[str, Any] | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.order.set_epoch(trainer.current_epoch)
+        self.loader.order.set_epoch(trainer.current_epoch)
         for config in trainer.lr_scheduler_configs:
             if config.interval == "epoch" and not config.reduce_on_plateau:
                 while config.scheduler.last_epoch < trainer.current_epoch // config.frequency:
@@ -139,6 +143,48 @@ class RepeatableEpochs(Callback):
         entropy = [self.seed, self.stage_index, trainer.current_epoch, 1]
         seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         L.seed_everything(seed, workers=True, verbose=False)
+        self.loader.batches_done = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """An epoch cut short (the loader restored past its first batch) resumes without its start
+        hook: the generators continue from their states saved with the checkpoint."""
+        saved, self.saved_random = self.saved_random, None
+        if self.loader.batches_done and saved is not None:
+            set_random_state(saved)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.loader.batches_done = batch_idx + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"random": random_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved_random = state_dict.get("random")
+
+
+def random_state() -> dict[str, Any]:
+    """The generators training steps draw from, as tensors and plain values (a tensors-only checkpoint
+    holds them)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
@@ -178,6 +224,10 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
     checkpoint = ModelCheckpoint(
         dirpath=stage_dir, save_last=True, every_n_epochs=1, save_on_train_epoch_end=True
     )
+    if cfg.checkpoint_every_n_steps is not None:  # mid-epoch: a kill costs at most these steps
+        every = cfg.checkpoint_every_n_steps
+        steps = ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_train_steps=every)
+        callbacks = [steps, *callbacks]
     try:
         return L.Trainer(
             max_epochs=epochs,
@@ -223,7 +273,12 @@ def stage_loaders(
     train_set = splits.pool(chosen.pool, chosen.augment)
     sampler = EpochOrder(len(train_set), *order)
     train_loader = make_loader(
-        SeededItems(train_set), data.batch_size, shuffle=False, num_workers=data.num_workers, sampler=sampler
+        SeededItems(train_set),
+        data.batch_size,
+        shuffle=False,
+        num_workers=data.num_workers,
+        sampler=sampler,
+        loader=EpochLoader,
     )
     if not len(splits.val):
         return train_loader, None
@@ -324,7 +379,7 @@ def _train_stages(
             method, splits, stage.name, (recipe.seed, index, first_epoch)
         )
         callbacks = [
-            RepeatableEpochs(recipe.seed, index, train_loader.sampler),
+            RepeatableEpochs(recipe.seed, index, train_loader),
             EpochLog(out_dir / "train_log.jsonl", stage.name),
         ]
         trainer = _trainer(recipe, stage_dir, stage.epochs, callbacks)

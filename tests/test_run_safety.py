@@ -111,6 +111,36 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
     assert losses[0] == losses[1] and len(losses[0]) == 3
 
 
+def test_a_run_killed_mid_epoch_resumes_at_its_batch_bit_for_bit(tmp_path, recipes_dir, monkeypatch):
+    """With ``trainer.checkpoint_every_n_steps`` the checkpoint holds the loader's place in the epoch and
+    the generators' states: the resumed run trains on the rest of that epoch only, as the whole run did."""
+    changes = [
+        "stages.0.epochs=3",
+        "data.augment=true",
+        "model.dropout=0.3",
+        "trainer.checkpoint_every_n_steps=2",
+    ]
+    recipe = load_recipe(recipes_dir / "baseline_cpu.yaml", [*TINY, *changes])
+    train(recipe, tmp_path / "whole", require_test=False)
+    end = RepeatableEpochs.on_train_batch_end
+
+    def killing(self, trainer, module, outputs, batch, batch_idx):
+        end(self, trainer, module, outputs, batch, batch_idx)
+        if (trainer.current_epoch, batch_idx) == (1, 2):
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RepeatableEpochs, "on_train_batch_end", killing)
+        with pytest.raises(Killed):
+            train(recipe, tmp_path / "resumed", require_test=False)
+    checkpoint = torch.load(tmp_path / "resumed" / "stages" / "classify" / "last.ckpt", weights_only=True)
+    (place,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert place["epoch"] == 1 and place["batches"] in (1, 2)  # cut mid-epoch
+    train(recipe, tmp_path / "resumed", resume=True, require_test=False)
+    whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
 def test_without_per_epoch_seeds_and_schedule_catch_up_the_resumed_run_differs(
     tmp_path, recipes_dir, monkeypatch
 ):

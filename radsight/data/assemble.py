@@ -142,7 +142,8 @@ def build_source(spec: SourceSpec, on_bad_file: str = "raise", reading: SourceRe
         options["transform"] = reading.alignment()
     if "root" not in inspect.signature(cls).parameters:
         return cls(**options)
-    return cls(None if spec.root is None else Path(spec.root), on_bad_file=on_bad_file, **options)
+    root = None if spec.root is None else spec.root if "://" in spec.root else Path(spec.root)
+    return cls(root, on_bad_file=on_bad_file, **options)
 
 
 class LabelledUnion(Dataset):
@@ -317,12 +318,16 @@ class DataSplits:
 
 
 def build_union(data: DataConfig, pipeline: EvaluationPipeline) -> LabelledUnion:
-    """The recipe's sources as one dataset, each reading its files as ``pipeline`` says, untransformed."""
+    """The recipe's sources as one dataset, each reading its files as ``pipeline`` says, untransformed.
+    Each is named by its recipe name, or shards by the source they hold (their patients and images are
+    then named as that source names them: the same split from the shards as from the files)."""
     sources = [
         build_source(spec, data.on_bad_file, reading)
         for spec, reading in zip(data.sources, pipeline.readings, strict=True)
     ]
-    return LabelledUnion(sources, [spec.name for spec in data.sources], data.labels)
+    named = zip(data.sources, sources, strict=True)
+    names = [getattr(source, "source_name", spec.name) for spec, source in named]
+    return LabelledUnion(sources, names, data.labels)
 
 
 def build_splits(

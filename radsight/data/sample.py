@@ -212,13 +212,15 @@ def make_loader(
     num_workers: int = 0,
     pad_id: int = 0,
     sampler: Sampler | None = None,
+    loader: type[DataLoader] = DataLoader,
 ) -> DataLoader:
     """A loader of :class:`Batch` (absent annotations stay absent), used by training and evaluation.
 
     ``sampler`` deals the indices instead of the dataset's order. A loader that does not shuffle draws
     its workers' seed from a generator of its own, so creating one (a validation pass) never moves the
-    global random state that the training steps draw from (dropout)."""
-    return DataLoader(
+    global random state that the training steps draw from (dropout). ``loader`` is the class built
+    (training's resumable one)."""
+    return loader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,

@@ -351,6 +351,26 @@ class Stretch:
         return f"Stretch(size={self.size})"
 
 
+class Shrink:
+    """Resize keeping the aspect ratio so the longer side is at most ``longest`` pixels (smaller images
+    are left as they are): a stored copy small enough to stream, its :class:`Geometry` the way back."""
+
+    def __init__(self, longest: int) -> None:
+        self.longest = int(longest)
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.size
+        scale = self.longest / max(height, width)
+        if scale >= 1:
+            return sample
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        geometry = Geometry.of(sample).scaled(size[1] / width, size[0] / height, 0, 0, size)
+        return _unpack(sample, _Resize(list(size), antialias=True)(_pack(sample)), geometry)
+
+    def __repr__(self) -> str:
+        return f"Shrink(longest={self.longest})"
+
+
 class CropCenter:
     """Resize keeping the aspect ratio so the image covers (height, width), then keep the centre: no
     padding, the borders of the longer side are cut off (boxes clipped, fixations there dropped)."""

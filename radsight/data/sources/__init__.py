@@ -28,6 +28,7 @@ SOURCES = {
     "mimic_cxr_jpg": "radsight.data.sources.mimic:MIMICCXRJPG",
     "manifest": "radsight.data.sources.manifest:ManifestDataset",
     "pneumoniamnist": "radsight.data.sources.pneumoniamnist:PneumoniaMNIST",
+    "shards": "radsight.data.sources.shards:ShardsSource",
 }
 
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -63,8 +64,10 @@ IMAGING: dict[str, Imaging | None] = {
     "mimic_cxr_jpg": CHEST_RADIOGRAPH,
     "manifest": None,
     "pneumoniamnist": CHEST_RADIOGRAPH,
+    "shards": None,
 }
-"""Per source name, what its images are; None where a user's files may be anything (``manifest``)."""
+"""Per source name, what its images are; None where a user's files may be anything (``manifest``, and
+``shards``, which hold any source)."""
 
 
 def source_class(name: str) -> Any:
