@@ -89,7 +89,11 @@ class PlainGroup(PlainHelp, TyperGroup):
 
 
 app = typer.Typer(cls=PlainGroup, no_args_is_help=True, add_completion=False)
-data_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Look at a dataset before training on it.")
+data_app = typer.Typer(
+    cls=PlainGroup,
+    no_args_is_help=True,
+    help="Look at a dataset, or pack it into shards, before training on it.",
+)
 app.add_typer(data_app, name="data")
 subcommand = functools.partial(app.command, cls=PlainCommand)
 # Neither console reads markup: what they print holds file names, recipe names and labels, which are the
