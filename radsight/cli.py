@@ -90,7 +90,11 @@ class PlainGroup(PlainHelp, TyperGroup):
 
 
 app = typer.Typer(cls=PlainGroup, no_args_is_help=True, add_completion=False)
-data_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Look at a dataset before training on it.")
+data_app = typer.Typer(
+    cls=PlainGroup,
+    no_args_is_help=True,
+    help="Look at a dataset, or pack it into shards, before training on it.",
+)
 app.add_typer(data_app, name="data")
 text_app = typer.Typer(cls=PlainGroup, no_args_is_help=True, help="Findings in radiology report text.")
 app.add_typer(text_app, name="text")

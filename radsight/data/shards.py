@@ -557,7 +557,10 @@ class ShardReader:
         if sorted(item) != sorted(FIELDS) or item["index"] != index:
             found = item.get("index")
             raise DataError(self.location, f"sample {index} is stored out of place (found {found})")
-        return decode_sample(item, self.catalog.read_options)
+        try:
+            return decode_sample(item, self.catalog.read_options)
+        except (ValueError, KeyError, TypeError) as error:  # a damaged item, not a bad image file
+            raise DataError(self.location, f"sample {index} cannot be decoded ({error!r})") from None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_dataset": None, "_pid": None}
