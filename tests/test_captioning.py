@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from radsight.config import DataConfig, SourceSpec, StageConfig
 from radsight.data.assemble import DataSplits, build_splits
 from radsight.data.sample import make_loader
+from radsight.data.sources.iu_xray import IUXray, load_reports
 from radsight.errors import ConfigError
 from radsight.methods.base import DRAFT_NOTICE
 from radsight.methods.captioning import Captioning
@@ -93,6 +95,30 @@ def test_the_tokenizer_round_trips_and_keeps_the_deidentification_mask_whole(tmp
     assert len(exact.encode(REPORTS[0] * 5, max_tokens=10)) == 10
     with pytest.raises(ConfigError, match="below the byte alphabet"):
         ReportTokenizer.train(REPORTS, MIN_VOCABULARY - 1)
+
+
+def test_real_iu_reports_round_trip_through_a_vocabulary_learnt_on_them(data_root: Path) -> None:
+    reports = [text for text in load_reports(data_root / "iu-xray-reports") if text]
+    tokenizer = ReportTokenizer.train(reports[:3000], 2000, lowercase=False)
+    for text in reports[3000:3200]:  # reports the vocabulary never saw
+        ids = tokenizer.encode(text)
+        assert tokenizer.decode(ids) == text and ReportTokenizer.unk_id not in ids
+    masked = next(text for text in reports[3000:] if "XXXX" in text)
+    assert tokenizer.encode(masked).count(4) == masked.count("XXXX")
+
+
+def test_headed_iu_reports_give_each_section_to_the_cleaning(data_root: Path) -> None:
+    root = data_root / "iu-xray-reports"
+    headed = IUXray(root, section_headers=True)
+    table = pd.read_csv(root / "indiana_reports.csv").set_index("uid")
+    for record in headed.records:
+        row = table.loc[int(record.patient_id)]
+        for section in ("findings", "impression"):
+            expected = " ".join(str(row[section]).split()) if isinstance(row[section], str) else ""
+            assert clean_report(record.report, [section], strip_prior=False) == expected
+    assert [r.report.replace("FINDINGS: ", "").replace("IMPRESSION: ", "") for r in headed.records] == [
+        r.report for r in IUXray(root).records
+    ]
 
 
 def test_cleaning_keeps_the_chosen_sections_and_drops_prior_study_sentences() -> None:
@@ -271,3 +297,53 @@ def test_predict_writes_a_draft_report_marked_as_machine_generated(
     )
     assert (tmp_path / "out" / draft["file"]).read_text() == f"{DRAFT_NOTICE}\n\n{draft['text']}\n"
     assert "draft report:" in printed and "not for diagnosis" in printed
+
+
+def tiny_curve(folder: Path, pretrain_recipe: str = "supervised.yaml") -> Path:
+    (folder / "captioning.yaml").write_text(yaml.safe_dump(RECIPE))
+    other = {**RECIPE, "name": "tiny_supervised", "method": "supervised", "model": {"backbone": "tiny_cnn"}}
+    other["data"] = {**RECIPE["data"], "labels": ["opacity"], "split": [0.8, 0.2, 0.0]}
+    other["stages"] = [{"name": "classify", "epochs": 1}]
+    (folder / "supervised.yaml").write_text(yaml.safe_dump(other))
+    curve = {
+        "budgets": [4],
+        "seeds": 1,
+        "n_boot": 50,
+        "arms": [
+            {"name": "scratch", "recipe": "captioning.yaml", "stages": ["finetune"]},
+            {
+                "name": "in_domain",
+                "recipe": "captioning.yaml",
+                "stages": ["finetune"],
+                "pretrain_recipe": pretrain_recipe,
+            },
+            {"name": "captioning", "recipe": "captioning.yaml"},
+        ],
+    }
+    (folder / "curve.yaml").write_text(yaml.safe_dump(curve))
+    return folder / "curve.yaml"
+
+
+def test_a_missing_pretraining_recipe_is_one_line(tmp_path: Path) -> None:
+    path = tiny_curve(tmp_path, pretrain_recipe="nowhere.yaml")
+    printed = run_cli("curve", path, "--out", tmp_path / "out", expect=2).output
+    assert (
+        printed == f"error: {path}: arm 'in_domain': pretrain_recipe {tmp_path / 'nowhere.yaml'} not found\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_curve_pretrains_by_captioning_and_by_another_recipe_once_each(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_cli("curve", tiny_curve(tmp_path), "--out", out, "--set", "trainer.progress_bar=false")
+    payload = json.loads((out / "curve.json").read_text())
+    assert set(payload["arms"]) == {"scratch", "in_domain", "captioning"}
+    for arm, first_stage in (("in_domain", "classify"), ("captioning", "caption")):
+        pretrain = (out / arm / "pretrain").resolve()
+        assert json.loads((pretrain / "train_log.jsonl").read_text().splitlines()[0])["stage"] == first_stage
+        recipe = yaml.safe_load((out / arm / "b4-s0" / "recipe.yaml").read_text())
+        assert recipe["model"]["pretrained"] == f"run:{pretrain}"
+        assert [s["name"] for s in recipe["stages"]] == ["finetune"]
+    assert (out / "captioning" / "pretrain" / "tokenizer.json").is_file()
+    # the fine-tuned runs never captioned: they write no reports and score none
+    assert "captioning" not in json.loads((out / "captioning" / "b4-s0" / "metrics.json").read_text())

@@ -7,8 +7,9 @@ subset of the training split (``data.budget`` / ``data.budget_seed``, ``all``: n
 that seed.
 
 Pre-training is shared across budgets: an arm's label-free stages (those training on the ``unlabelled``
-pool, which a label budget does not touch) are trained once into ``<arm>/pretrain``, and every (budget,
-seed) run trains the arm's other stages from that encoder (``model.pretrained: run:<arm>/pretrain``).
+or ``reports`` pool, which a label budget does not touch) are trained once into ``<arm>/pretrain``, and
+every (budget, seed) run trains the arm's other stages from that encoder (``model.pretrained:
+run:<arm>/pretrain``).
 
 A curve file (YAML) lists the arms::
 
@@ -20,6 +21,9 @@ A curve file (YAML) lists the arms::
       - {name: curriculum, recipe: curriculum_cpu.yaml, overrides: [model.order=auto]}
 
 ``recipe`` is relative to the curve file; ``stages`` keeps those of the recipe's stages (default all).
+An arm with ``pretrain_recipe`` (relative to the curve file too) trains that recipe once, on its own
+data and labels, into ``<arm>/pretrain``, and every run of the arm starts from its encoder: supervised
+pre-training on another dataset, compared like any label-free pre-training.
 
 Each point is the mean test metric over seeds with its patient-bootstrap 95% interval (every seed's run
 scored on the same resampled patients), and the paired test of the seed-mean against the baseline's
@@ -68,7 +72,7 @@ class ArmSpec(Strict):
     pretrain_recipe: Path | None = Field(
         None,
         description="a recipe trained once, on its own data and labels, whose encoder every run of the arm "
-        "starts from (in-domain supervised pre-training)",
+        "starts from (in-domain supervised pre-training); of the curve's overrides only trainer.* reach it",
     )
 
 
@@ -173,7 +177,8 @@ def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
     if arm.spec.pretrain_recipe is not None:
         if not (resume and (folder / "model.safetensors").is_file()):
             log.info("%s: pre-training %s once for every budget", arm.spec.name, arm.spec.pretrain_recipe)
-            recipe = load_recipe(arm.spec.pretrain_recipe, arm.overrides)
+            trainer = [override for override in arm.overrides if override.startswith("trainer.")]
+            recipe = load_recipe(arm.spec.pretrain_recipe, trainer)
             train(recipe, folder, resume=resume and (folder / "recipe.yaml").is_file(), require_test=False)
         arm.stages, arm.pretrained = arm.spec.stages, f"run:{folder}"
         return

@@ -24,9 +24,9 @@ MIN_VOCABULARY = 256 + len(SPECIAL_TOKENS)
 
 
 class ReportTokenizer:
-    """Report text to ids and back; ``pad_id``, ``bos_id``, ``eos_id`` are 0, 1, 2."""
+    """Report text to ids and back; ``pad_id``, ``bos_id``, ``eos_id``, ``unk_id`` are 0, 1, 2, 3."""
 
-    pad_id, bos_id, eos_id = 0, 1, 2
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         missing = [t for i, t in enumerate(SPECIAL_TOKENS) if tokenizer.token_to_id(t) != i]
