@@ -22,6 +22,7 @@ from radsight.errors import ConfigError
 from radsight.methods.base import DRAFT_NOTICE
 from radsight.methods.captioning import Captioning
 from radsight.methods.registry import load_method
+from radsight.methods.supervised import SupervisedClassifier
 from radsight.nn.backbones import create_backbone
 from radsight.nn.caption_decoder import CaptionDecoder
 from radsight.studies.curve import label_free_stages
@@ -218,6 +219,9 @@ def test_the_captioning_loss_falls_on_phantoms(tmp_path: Path) -> None:
         with torch.no_grad():
             return float(method.compute_loss(held)[0])
 
+    forward, backward = method.token_batch(["left lung"]), method.token_batch(["left lung"], reverse=True)
+    assert backward[0, 0] == BOS and backward[0, -1] == EOS
+    assert backward[0, 1:-1].tolist() == forward[0, 1:-1].flip(0).tolist()
     start = held_loss()
     for _ in range(6):
         method.train()
@@ -267,12 +271,18 @@ def test_the_encoder_transfers_into_classification_with_its_weights(captioning_r
     assert trained and trained.keys() <= started.keys()
     for name, value in trained.items():
         assert torch.equal(started[name], value), name
-    stages = [StageConfig(name="finetune")]
     options = {**MODEL, "pretrained": f"run:{captioning_run}"}
-    transferred = Captioning(["nodule", "opacity"], "multilabel", options, stages)
+    transferred = Captioning(["nodule", "opacity"], "multilabel", options, [StageConfig(name="finetune")])
     assert not transferred.writes_reports  # its decoder never learnt: no report is written
-    for name, value in trained.items():
-        assert torch.equal(transferred.backbone.model.state_dict()[name], value), name
+    supervised = SupervisedClassifier(
+        ["opacity"],
+        "multilabel",
+        {"backbone": "tiny_cnn", "pretrained": f"run:{captioning_run}"},
+        [StageConfig(name="classify")],
+    )
+    for encoder in (transferred.backbone, supervised.backbone):
+        for name, value in trained.items():
+            assert torch.equal(encoder.model.state_dict()[name], value), name
 
 
 @pytest.mark.slow
