@@ -286,7 +286,7 @@ def test_the_encoder_transfers_into_classification_with_its_weights(captioning_r
 
 
 @pytest.mark.slow
-def test_predict_writes_a_draft_report_marked_as_machine_generated(
+def test_predict_and_serve_write_a_draft_report_marked_as_machine_generated(
     captioning_run: Path, tmp_path: Path
 ) -> None:
     from PIL import Image
@@ -307,6 +307,16 @@ def test_predict_writes_a_draft_report_marked_as_machine_generated(
     )
     assert (tmp_path / "out" / draft["file"]).read_text() == f"{DRAFT_NOTICE}\n\n{draft['text']}\n"
     assert "draft report:" in printed and "not for diagnosis" in printed
+    from fastapi.testclient import TestClient
+
+    from radsight.infer import LoadedModel
+    from radsight.serve.app import create_app
+
+    served = TestClient(create_app(LoadedModel.load(captioning_run)))
+    answer = served.post(
+        "/predict", files={"file": ("scan.png", (tmp_path / "scan.png").read_bytes())}
+    ).json()
+    assert answer["text"] == draft["text"]  # the viewer's report panel shows the same draft
 
 
 def tiny_curve(folder: Path, pretrain_recipe: str = "supervised.yaml") -> Path:
