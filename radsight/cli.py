@@ -541,6 +541,10 @@ def _print_predictions(payload: dict[str, Any]) -> None:
         )
     stdout.print(table)
     for row in rows:
+        if draft := row.get("draft_report"):
+            name = Path(row["path"]).name
+            print_flagged("draft report:", "bold magenta", f"{name} ({draft['notice']}) {draft['text']}")
+    for row in rows:
         if row["warnings"]:
             text = f"{row['path']}: {'; '.join(row['warnings'])}"
             print_flagged("warning:", "yellow", text)

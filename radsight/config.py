@@ -161,8 +161,11 @@ class DataConfig(Strict):
         return self
 
 
-Pool = Literal["labelled", "unlabelled", "annotated"]
+Pool = Literal["labelled", "unlabelled", "annotated", "reports"]
 """The training images a stage can learn from (see :class:`StageData`)."""
+
+LABEL_FREE_POOLS: tuple[Pool, ...] = ("unlabelled", "reports")
+"""The pools a label budget does not touch: a stage on one of them is the same at every budget."""
 
 
 class StageData(Strict):
@@ -171,7 +174,9 @@ class StageData(Strict):
     ``pool``: ``labelled`` is the training split after any label budget (what every stage saw so far);
     ``unlabelled`` is every image of the training split, the ones the budget left out included, with no
     label, box, mask, gaze or report; ``annotated`` is the labelled images that carry boxes, masks or
-    gaze. ``augment`` overrides ``data.augment`` for this stage.
+    gaze; ``reports`` is every image of the training split that has a report, with its report and
+    nothing else (the report is the signal, not the labels). ``augment`` overrides ``data.augment`` for
+    this stage.
     """
 
     pool: Pool = "labelled"

@@ -491,6 +491,26 @@ def evaluation_notes(metrics: dict[str, Any], points: OperatingPoints, map_kinds
     return [*notes, *localization_notes(metrics.get("localization"), map_kinds)]
 
 
+def captioning_notes(section: dict[str, Any] | None) -> list[str]:
+    """The report's sentence on the written reports' scores (none where the method writes none)."""
+    if section is None:
+        return []
+
+    def scores(strategy: str) -> str:
+        prefix = f"{strategy}_"
+        return ", ".join(
+            f"{name.removeprefix(prefix)} {value:.3f}"
+            for name, value in section.items()
+            if name.startswith(prefix)
+        )
+
+    return [
+        f"Machine-generated draft reports of the {section['reports']} images with a report, against the "
+        f"cleaned reference: greedy {scores('greedy')}; beam of {section['beam_width']} {scores('beam')} "
+        "(every report in generated_reports.json)."
+    ]
+
+
 def evaluate(
     method: Method,
     dataset: Dataset,
@@ -517,6 +537,9 @@ def evaluate(
     multilabel = method.task == "multilabel"
     points = operating_points_of(method, config.operating_point)
     metrics = evaluation_sections(found, method.label_names, multilabel, config, points, seed, regions, audit)
+    written = method.text_evaluation(dataset, batch_size, out_dir)
+    if written is not None:
+        metrics["captioning"] = written
     write_json(out_dir / "metrics.json", metrics)
     ImageScores(method.label_names, probs, labels, found.patient_ids, found.paths).write(out_dir)
     labelled = "classification" in metrics
@@ -557,6 +580,7 @@ def evaluate(
     )
     figures, skipped = draw_figures(plans)
     notes += method.report_notes()
+    notes += captioning_notes(metrics.get("captioning"))
     notes += evaluation_notes(metrics, points, "/".join(found.maps["lesions"].kinds) or config.explain)
     notes += skipped
     write_report(

@@ -9,10 +9,11 @@ from typing import Any
 from PIL import Image
 from rich.progress import track
 
-from radsight.atomic import atomic_write, remove_stale_temporaries, write_json
+from radsight.atomic import atomic_write, remove_stale_temporaries, write_json, write_text
 from radsight.errors import ConfigError, DataError
 from radsight.folder_lock import locked_folder
 from radsight.infer import LoadedModel, PreparedFile, infer_batch
+from radsight.methods.base import DRAFT_NOTICE
 from radsight.run_folder import output_stems
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ def predict_files(
 ) -> dict[str, Any]:
     """Write ``predictions.json`` (per-file probabilities, per label whether it reaches the model's
     operating point, and warnings) and ``<stem>.overlay.png`` per file (``<stem>-2`` for a second file of
-    the same name); return what predictions.json holds. ``out_dir`` is locked while it is written. With
-    ``dicom``, every file must be DICOM, and its SR, overlay and map are written as
+    the same name), and for a model that writes reports (captioning) ``<stem>.report.txt``, the draft
+    headed by :data:`DRAFT_NOTICE`; return what predictions.json holds. ``out_dir`` is locked while it
+    is written. With ``dicom``, every file must be DICOM, and its SR, overlay and map are written as
     ``<stem>.<sr|overlay|map>.dcm`` too (see :mod:`radsight.dicom.out`).
 
     ``how`` picks the map (default: the recipe's evaluation setting). Every file is read first, so a
@@ -102,6 +104,11 @@ def _write_predictions(
                         out_dir / written[-1],
                         lambda tmp, dataset=dataset: dataset.save_as(tmp, enforce_file_format=True),
                     )
+            draft = None
+            if prediction.text is not None:
+                draft = {"text": prediction.text, "notice": DRAFT_NOTICE, "file": f"{stem}.report.txt"}
+                report = f"{DRAFT_NOTICE}\n\n{prediction.text}\n"
+                write_text(out_dir / draft["file"], report)
             regions = prediction.regions
             rows.append(
                 {
@@ -114,6 +121,7 @@ def _write_predictions(
                     "regions": None if regions is None else regions.round().int().tolist(),
                     "mirrored_for_the_model": prediction.mirrored,
                     "warnings": prediction.warnings,
+                    **({"draft_report": draft} if draft is not None else {}),
                     **({"dicom": written} if identity is not None else {}),
                 }
             )

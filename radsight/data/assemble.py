@@ -228,6 +228,11 @@ class LabelledUnion(Dataset):
         return np.concatenate([np.asarray(s.annotated, dtype=bool) for s in self.sources])
 
     @property
+    def reports(self) -> list[str | None]:
+        """Per image, its report (None: it has none), as each source says without reading images."""
+        return [report for source in self.sources for report in source.reports]
+
+    @property
     def predefined_split(self) -> list[str] | None:
         """Each image's split as its source names it (a manifest's ``split`` column); None when no source
         names one. Either every source names its images' splits or none does."""
@@ -251,6 +256,11 @@ class LabelledUnion(Dataset):
             sample = sample.replace(labels=torch.from_numpy(self._remap(k, sample.labels.numpy())))
         sample.meta.patient_id = f"{self.names[k]}:{sample.meta.patient_id}"
         return self.transform(sample) if self.transform is not None else sample
+
+
+def report_only(sample: Sample) -> Sample:
+    """The image and its report: labels, boxes, masks and gaze go."""
+    return Sample(image=sample.image, meta=sample.meta, report=sample.report)
 
 
 def without_annotations(sample: Sample) -> Sample:
@@ -295,7 +305,8 @@ class DataSplits:
         """The training images of one pool under the training pipeline (``augment`` None: the recipe's).
 
         The unlabelled pool never shows a label or any other annotation; the annotated pool is the
-        labelled images that carry boxes, masks or gaze, so it spends no label beyond the budget.
+        labelled images that carry boxes, masks or gaze, so it spends no label beyond the budget; the
+        reports pool is the training split's images that have a report, showing only the report.
         """
         augment = self.data.augment if augment is None else augment
         if name == "labelled" and augment == self.data.augment:
@@ -306,6 +317,12 @@ class DataSplits:
         if name == "unlabelled":
             stripped = self.union.with_transform(v2.Compose([without_annotations, transform]))
             return Subset(stripped, self.train_split)
+        if name == "reports":
+            reports = self.union.reports
+            index = [i for i in self.train_split if reports[i] is not None]
+            if not index:
+                raise DataError(None, "pool 'reports': no image of the training split has a report")
+            return Subset(self.union.with_transform(v2.Compose([report_only, transform])), index)
         annotated = self.union.annotated
         index = [i for i in self.indices["train"] if annotated[i]]
         if not index:

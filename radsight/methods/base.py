@@ -23,8 +23,14 @@ from radsight.errors import ConfigError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from torch.utils.data import Dataset
+
     from radsight.data.assemble import DataSplits
     from radsight.operating_points import OperatingPoints
+
+
+DRAFT_NOTICE = "Machine-generated draft report, not reviewed by a radiologist: not for diagnosis."
+"""What stands beside every report a method writes, wherever it is shown or stored."""
 
 
 @dataclass
@@ -139,6 +145,12 @@ class Method(L.LightningModule):
     def report_notes(self) -> list[str]:
         """Sentences about how this model was trained, for the evaluation report; none by default."""
         return []
+
+    def text_evaluation(self, dataset: Dataset, batch_size: int, out_dir: Path) -> dict[str, Any] | None:
+        """The scores of the text the method writes about ``dataset`` against the images' reports (the
+        ``captioning`` section of metrics.json), writing what it wrote into ``out_dir``; None for a
+        method that writes no text, as by default."""
+        return None
 
     def set_stage(self, stage: str) -> None:
         if stage not in self.stages:

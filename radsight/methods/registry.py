@@ -27,6 +27,7 @@ METHODS = {
     "glam": "radsight.methods.glam:GLAM",
     "latent_kd": "radsight.methods.latent_kd:LatentKD",
     "pretext_curriculum": "radsight.methods.pretext_curriculum:PretextCurriculum",
+    "captioning": "radsight.methods.captioning:Captioning",
 }
 
 

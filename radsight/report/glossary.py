@@ -74,6 +74,24 @@ METRICS: dict[str, tuple[str, str]] = {
     "auc_borji": ("AUC-Borji", "fixated pixels against uniformly drawn ones (0.5 = chance)"),
     "auc_shuffled": ("shuffled AUC", "fixated pixels against other images' fixations: discounts centre bias"),
     "information_gain": ("information gain", "bits per fixation over the centre-bias baseline (0 = no gain)"),
+    # captioning (the written draft reports against the images' own)
+    "reports": ("reports", "images with a report, each scored against it (cleaned as for training)"),
+    "beam_width": ("beam width", "sequences the beam search keeps per image"),
+    **{
+        f"{strategy}_{key}": (f"{name}, {strategy}", meaning)
+        for strategy in ("greedy", "beam")
+        for key, (name, meaning) in {
+            "bleu4": (
+                "BLEU-4",
+                "n-gram precision against the reference report, 0 to 1 (sacrebleu, corpus level)",
+            ),
+            "rouge_l": ("ROUGE-L", "longest common subsequence F-measure against the reference, 0 to 1"),
+            "finding_f1": (
+                "finding F1",
+                "F1 of the findings stated, as extract_findings reads them, per finding",
+            ),
+        }.items()
+    },
 }
 AVERAGES = {"macro": "mean over labels", "micro": "pooled over labels"}
 OPERATING_POINTS = {

@@ -7,8 +7,9 @@ subset of the training split (``data.budget`` / ``data.budget_seed``, ``all``: n
 that seed.
 
 Pre-training is shared across budgets: an arm's label-free stages (those training on the ``unlabelled``
-pool, which a label budget does not touch) are trained once into ``<arm>/pretrain``, and every (budget,
-seed) run trains the arm's other stages from that encoder (``model.pretrained: run:<arm>/pretrain``).
+or ``reports`` pool, which a label budget does not touch) are trained once into ``<arm>/pretrain``, and
+every (budget, seed) run trains the arm's other stages from that encoder (``model.pretrained:
+run:<arm>/pretrain``).
 
 A curve file (YAML) lists the arms::
 
@@ -20,6 +21,9 @@ A curve file (YAML) lists the arms::
       - {name: curriculum, recipe: curriculum_cpu.yaml, overrides: [model.order=auto]}
 
 ``recipe`` is relative to the curve file; ``stages`` keeps those of the recipe's stages (default all).
+An arm with ``pretrain_recipe`` (relative to the curve file too) trains that recipe once, on its own
+data and labels, into ``<arm>/pretrain``, and every run of the arm starts from its encoder: supervised
+pre-training on another dataset, compared like any label-free pre-training.
 
 Each point is the mean test metric over seeds with its patient-bootstrap 95% interval (every seed's run
 scored on the same resampled patients), and the paired test of the seed-mean against the baseline's
@@ -45,7 +49,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from radsight.checkpoints import write_json
-from radsight.config import Recipe, Strict, load_recipe, validation_problems
+from radsight.config import LABEL_FREE_POOLS, Recipe, Strict, load_recipe, validation_problems
 from radsight.data.assemble import build_splits
 from radsight.errors import ConfigError, DataError
 from radsight.metrics.classification import runs_mean_test, runs_mean_with_ci
@@ -68,6 +72,11 @@ class ArmSpec(Strict):
     recipe: Path
     overrides: list[str] = Field(default_factory=list)
     stages: list[str] | None = Field(None, description="the recipe's stages this arm trains (default all)")
+    pretrain_recipe: Path | None = Field(
+        None,
+        description="a recipe trained once, on its own data and labels, whose encoder every run of the arm "
+        "starts from (in-domain supervised pre-training); of the curve's overrides only trainer.* reach it",
+    )
 
 
 class CurveSpec(Strict):
@@ -97,6 +106,13 @@ def load_curve_file(path: Path) -> CurveSpec:
         arm.recipe = arm.recipe if arm.recipe.is_absolute() else path.parent / arm.recipe
         if not arm.recipe.is_file():
             raise ConfigError(f"{path}: arm {arm.name!r}: recipe {arm.recipe} not found")
+        if arm.pretrain_recipe is not None:
+            if not arm.pretrain_recipe.is_absolute():
+                arm.pretrain_recipe = path.parent / arm.pretrain_recipe
+            if not arm.pretrain_recipe.is_file():
+                raise ConfigError(
+                    f"{path}: arm {arm.name!r}: pretrain_recipe {arm.pretrain_recipe} not found"
+                )
     return spec
 
 
@@ -135,11 +151,11 @@ def _with(recipe: Recipe, stages: Sequence[str] | None = None, pretrained: str |
 
 
 def label_free_stages(recipe: Recipe) -> list[str]:
-    """The stages that train on the unlabelled pool (a label budget does not change them)."""
+    """The stages that train on a pool a label budget does not change (unlabelled images, reports)."""
     from radsight.methods.registry import method_class
 
     cls = method_class(recipe.method)
-    return [stage.name for stage in recipe.stages if cls.data_of(stage).pool == "unlabelled"]
+    return [stage.name for stage in recipe.stages if cls.data_of(stage).pool in LABEL_FREE_POOLS]
 
 
 @dataclass
@@ -158,14 +174,22 @@ class Arm:
 
 
 def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
-    """Train the arm's label-free stages once into ``out_dir/<arm>/pretrain``; its other stages then
-    start from that encoder at every budget."""
+    """Train the arm's label-free stages (or its ``pretrain_recipe``, whole) once into
+    ``out_dir/<arm>/pretrain``; its other stages then start from that encoder at every budget."""
+    folder = (out_dir / arm.spec.name / "pretrain").resolve()
+    if arm.spec.pretrain_recipe is not None:
+        if not (resume and (folder / "model.safetensors").is_file()):
+            log.info("%s: pre-training %s once for every budget", arm.spec.name, arm.spec.pretrain_recipe)
+            trainer = [override for override in arm.overrides if override.startswith("trainer.")]
+            recipe = load_recipe(arm.spec.pretrain_recipe, trainer)
+            train(recipe, folder, resume=resume and (folder / "recipe.yaml").is_file(), require_test=False)
+        arm.stages, arm.pretrained = arm.spec.stages, f"run:{folder}"
+        return
     free = label_free_stages(arm.base)
     rest = [stage.name for stage in arm.base.stages if stage.name not in free]
     if not free or not rest:
         arm.stages = None if arm.spec.stages is None else list(arm.spec.stages)
         return
-    folder = (out_dir / arm.spec.name / "pretrain").resolve()
     if not (resume and (folder / "model.safetensors").is_file()):
         log.info("%s: pre-training %s once for every budget", arm.spec.name, free)
         train(

@@ -282,6 +282,11 @@ class SourceDataset(Dataset):
         return np.stack([nan if r.labels is None else r.labels.astype(np.float32) for r in self.records])
 
     @property
+    def reports(self) -> list[str | None]:
+        """Per image, its report text (None: none), read from the index, no image is read."""
+        return [r.report for r in self.records]
+
+    @property
     def annotated(self) -> np.ndarray:
         """Per image, whether it carries boxes, masks or gaze (read from the index, no image is read)."""
         return np.array([self.has_annotation(r) for r in self.records], dtype=bool)

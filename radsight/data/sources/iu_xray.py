@@ -5,10 +5,11 @@ Layout: ``indiana_reports.csv`` (uid, Problems, findings, impression, ...) and `
 ``<root>/sample-images/images``) named either the Kaggle way ("1900_IM-0584-1001.dcm.png") or the Open-i
 way ("CXR1900_IM-0584-1001.png"). Rows whose image is in neither form are dropped.
 
-The report is the findings and impression sections. Labels come from the MeSH-derived ``Problems``
-column: "normal" plus the ten terms most often indexed that name a finding (anatomical headings such as
-"Lung" or "Spine", which only locate an unspecified finding, are skipped). A report indexed "No
-Indexing" has every label NaN.
+The report is the findings and impression sections (with ``section_headers``, headed "FINDINGS:" and
+"IMPRESSION:", so that a captioning recipe can keep either, see :mod:`radsight.text.clean`). Labels
+come from the MeSH-derived ``Problems`` column: "normal" plus the ten terms most often indexed that name
+a finding (anatomical headings such as "Lung" or "Spine", which only locate an unspecified finding, are
+skipped). A report indexed "No Indexing" has every label NaN.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ def load_reports(root: str | Path) -> list[str]:
     return [_report_text(row) or "" for row in reports.sort_values("uid").to_dict("records")]
 
 
-def _report_text(row: dict[str, Any]) -> str | None:
-    parts = [cell_text(row["findings"]), cell_text(row["impression"])]
-    return " ".join(part for part in parts if part) or None
+def _report_text(row: dict[str, Any], headed: bool = False) -> str | None:
+    parts = [(name, cell_text(row[name.lower()])) for name in ("FINDINGS", "IMPRESSION")]
+    return " ".join(f"{name}: {text}" if headed else text for name, text in parts if text) or None
 
 
 class IUXray(SourceDataset):
@@ -62,12 +63,15 @@ class IUXray(SourceDataset):
         *,
         images_dir: str | Path | None = None,
         projection: str | None = "Frontal",
+        section_headers: bool = False,
         **options: Any,
     ) -> None:
-        """``images_dir``: folder of the image files; ``projection``: "Frontal", "Lateral" or None (both)."""
+        """``images_dir``: folder of the image files; ``projection``: "Frontal", "Lateral" or None (both);
+        ``section_headers``: head the report's sections "FINDINGS:" and "IMPRESSION:"."""
         if projection is not None and projection not in PROJECTIONS:
             raise ConfigError(f"iu_xray: projection must be {list(PROJECTIONS)} or None, not {projection!r}")
         self.projection = projection
+        self.section_headers = section_headers
         self.images_dir = None if images_dir is None else Path(images_dir)
         super().__init__(root, **options)
 
@@ -94,7 +98,7 @@ class IUXray(SourceDataset):
                     image_path=images / (openi if openi in present else kaggle),
                     patient_id=str(row["uid"]),
                     labels=self._labels(str(row["Problems"])),
-                    report=_report_text(row),
+                    report=_report_text(row, self.section_headers),
                     view=str(row["projection"]),
                     extra={"problems": str(row["Problems"])},
                 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,11 @@ class PhantomDataset(Dataset):
     def annotated(self) -> np.ndarray:
         """Which phantoms carry masks (per class, and the anatomy's), boxes and fixations."""
         return self._annotated.copy()
+
+    @cached_property
+    def reports(self) -> list[str | None]:
+        """Each phantom's report; drawn by rendering it (a report says where its lesions fell), once."""
+        return [self[i].report for i in range(self.n)]
 
     def patient_id(self, index: int) -> str:
         return f"phantom-{index // self.images_per_patient:04d}"

@@ -82,6 +82,10 @@ class PneumoniaMNIST(Dataset):
     def annotated(self) -> np.ndarray:
         return np.zeros(len(self), dtype=bool)
 
+    @property
+    def reports(self) -> list[str | None]:
+        return [None] * len(self)
+
     def __getitem__(self, index: int) -> Sample:
         image = torch.from_numpy(self.images[index].astype(np.float32) / 255.0)[None]
         sample = Sample(
