@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from radsight.config import DataConfig, SourceSpec
 from radsight.data.assemble import build_source, build_splits
@@ -23,7 +24,6 @@ from radsight.data.shards import CATALOG_FILE, INDEX_FILE, ShardReader, write_sh
 from radsight.data.sources.shards import ShardsSource
 from radsight.data.transforms import Shrink
 from radsight.errors import ConfigError, DataError
-from tests.conftest import run_cli
 
 
 def assert_same_sample(expected: Sample, found: Sample) -> None:
