@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_captioning import MODEL as TINY_CAPTIONING
 from test_gaze_unet import TINY as TINY_GAZE_UNET
 from test_gaze_unet import phantom_batch
 from test_glam import LABELS as MAMMO_LABELS
 from test_glam import TINY as TINY_GLAM
 from test_latent_kd import TINY as TINY_LATENT_KD
 from test_pretext_curriculum import TINY as TINY_CURRICULUM
+from test_shards import phantom_shards
 from test_sources_cbis import cbis
 from test_sources_chexpert_mimic import chexpert, mimic
 from test_sources_gaze import egd, reflacx
@@ -38,6 +40,7 @@ from radsight.data.sample import Batch, Sample, collate
 from radsight.data.sources import SOURCES, source_class
 from radsight.data.sources.phantoms_mammo import PhantomMammogram
 from radsight.methods.registry import METHODS, build_method, export_config, load_method, method_class
+from radsight.text.tokenizer import ReportTokenizer
 
 # ---------------------------------------------------------------- methods
 
@@ -56,10 +59,20 @@ class TinyMethod:
     model: dict[str, Any]
     batch: Callable[[], Batch]
     label_names: tuple[str, ...]
+    prepare: Callable[[Any, Batch], None] | None = None
+    """What a run does to the method before its stages that the method needs (a vocabulary, say)."""
+
+
+def learn_vocabulary(method: Any, batch: Batch) -> None:
+    """The captioning method's vocabulary, learnt on the batch's reports as a run learns it on its
+    training split's."""
+    reports = [report for report in batch.reports if report]
+    method.set_tokenizer(ReportTokenizer.train(reports, TINY_CAPTIONING["report"]["vocab_size"]))
 
 
 TINY_METHODS = {
     "supervised": TinyMethod({"backbone": "tiny_cnn"}, phantom_batch, CHEST_LABELS),
+    "captioning": TinyMethod(TINY_CAPTIONING, phantom_batch, CHEST_LABELS, learn_vocabulary),
     "gaze_unet": TinyMethod(TINY_GAZE_UNET, phantom_batch, CHEST_LABELS),
     "glam": TinyMethod(TINY_GLAM, mammo_batch, tuple(MAMMO_LABELS)),
     "latent_kd": TinyMethod(TINY_LATENT_KD, phantom_batch, CHEST_LABELS),
@@ -88,7 +101,10 @@ def tiny_recipe(name: str) -> Recipe:
 def build_tiny(name: str):
     recipe = tiny_recipe(name)
     torch.manual_seed(0)
-    return build_method(recipe, list(tiny(name).label_names))
+    method = build_method(recipe, list(tiny(name).label_names))
+    if (prepare := tiny(name).prepare) is not None:
+        prepare(method, tiny(name).batch())
+    return method
 
 
 def owner(parameter: str) -> str:
@@ -188,6 +204,7 @@ SOURCE_FIXTURES = {
     "chexpert": written(chexpert),
     "mimic_cxr_jpg": written(mimic),
     "manifest": written(folder, label_columns=["Effusion", "Nodule"]),
+    "shards": written(phantom_shards),
     "egd": written(egd, with_images=True),
     "reflacx": written(reflacx, with_images=True),
 }

@@ -47,6 +47,14 @@ def shard(spec: SourceSpec, out: Path, **kwargs) -> tuple[object, ShardsSource]:
     return source, ShardsSource(out)
 
 
+@pytest.fixture
+def phantom_shards(tmp_path: Path) -> Path:
+    """Shards of six chest phantoms with every annotation kind."""
+    out = tmp_path / "phantom-shards"
+    shard(SourceSpec(name="phantom", options={"n": 6, "size": [64, 48]}), out)
+    return out
+
+
 def test_phantom_shards_hold_every_field_as_written(tmp_path: Path) -> None:
     spec = SourceSpec(name="phantom", options={"n": 12, "size": [96, 80]})
     source, shards = shard(spec, tmp_path / "shards", workers=2)
