@@ -55,6 +55,21 @@ def test_distil_gives_no_gradient_to_the_frozen_layers_and_keeps_their_statistic
         assert moved == (not key.startswith(frozen_prefixes)), key
 
 
+def test_distil_records_no_autograd_graph_below_the_cut() -> None:
+    """The frozen stages cost their forward pass only: no graph, so no backward and no saved activations."""
+    method = make_method(cut=3)
+    method.set_stage("distil")
+    method.train()
+    outputs = {}
+    for name in ("2", "3"):  # the last frozen stage, the first trained one
+        method.backbone.model.get_submodule(name).register_forward_hook(
+            lambda _m, _in, out, name=name: outputs.__setitem__(name, out)
+        )
+    method.compute_loss(phantom_batch(4))
+    assert outputs["2"].grad_fn is None and not outputs["2"].requires_grad
+    assert outputs["3"].grad_fn is not None
+
+
 @pytest.mark.parametrize(
     ("name", "cut", "last_frozen"),
     [
