@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import run_cli
 
@@ -127,6 +128,18 @@ def test_the_seed_mean_interval_and_test_of_identical_runs() -> None:
 
 
 CURVES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "curves").glob("*.yaml"))
+# per curve-file family: its baseline, arms it must have, and the one backbone of every arm
+SHIPPED = {
+    "curriculum": ("scratch", {"imagenet", "curriculum", "reverse"}, "efficientnet_lite0"),
+    "curriculum_nih": ("scratch", {"imagenet", "curriculum", "reverse"}, "efficientnet_lite0"),
+    "captioning": (
+        "scratch",
+        {"imagenet", "in_domain", "captioning", "captioning_imagenet"},
+        "efficientnet_lite0",
+    ),
+    "latent_kd_arms": ("global", {"global", "latent", "none", "attention"}, "resnet18"),
+    "latent_kd_share": ("global", {"global", "latent_5", "none_5", "latent_50", "none_50"}, "resnet18"),
+}
 
 
 @pytest.mark.parametrize("path", CURVES, ids=[p.name for p in CURVES])
@@ -138,11 +151,86 @@ def test_every_shipped_curve_file_names_recipes_that_check(path: Path, monkeypat
     monkeypatch.setenv("RADSIGHT_DATA", "/placeholder")
     monkeypatch.setenv("IMAGENET_WEIGHTS", "/placeholder.pth")
     spec = load_curve_file(path)
-    assert spec.baseline == "scratch" and "imagenet" in {a.name for a in spec.arms}
+    baseline, arms, backbone = SHIPPED[path.stem.rpartition("_")[0]]
+    assert spec.baseline == baseline and arms <= {a.name for a in spec.arms}
     backbones = set()
     for arm in spec.arms:
         recipe = check_recipe(_with(load_recipe(arm.recipe, arm.overrides), arm.stages))
         backbones.add(recipe.model["backbone"])
         if arm.pretrain_recipe is not None:
             backbones.add(check_recipe(load_recipe(arm.pretrain_recipe)).model["backbone"])
-    assert backbones == {"efficientnet_lite0"}  # every arm the same network: a fair comparison
+    assert backbones == {backbone}  # every arm the same network: a fair comparison
+
+
+LATENT_RECIPE = {
+    **RECIPE,
+    "name": "tiny_latent_kd",
+    "method": "latent_kd",
+    "data": {
+        **RECIPE["data"],
+        "sources": [
+            {
+                "name": "phantom",
+                "options": {**RECIPE["data"]["sources"][0]["options"], "annotated_fraction": 0.5},
+            }
+        ],
+        "gaze_sigma_fraction": 0.05,
+    },
+    "model": {"backbone": "tiny_cnn", "cut": 3, "latent": 4, "hidden": 8},
+    "stages": [{"name": "global", "epochs": 1, "lr": 0.003}, {"name": "distil", "epochs": 1, "lr": 0.003}],
+}
+
+
+def write_start_from_curve(folder: Path, start_from: str = "global") -> Path:
+    (folder / "latent.yaml").write_text(yaml.safe_dump(LATENT_RECIPE))
+    curve = {
+        "budgets": ["all"],
+        "seeds": 1,
+        "n_boot": 50,
+        "arms": [
+            {"name": "global", "recipe": "latent.yaml", "stages": ["global"]},
+            {"name": "latent", "recipe": "latent.yaml", "stages": ["distil"], "start_from": start_from},
+        ],
+    }
+    path = folder / "curve.yaml"
+    path.write_text(yaml.safe_dump(curve))
+    return path
+
+
+@pytest.mark.slow
+def test_an_arm_starts_from_an_earlier_arms_run_at_the_same_budget_and_seed(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "out"
+    run_cli("curve", write_start_from_curve(tmp_path), "--out", out)
+    start = (out / "global" / "ball-s0").resolve()
+    recipe = yaml.safe_load((out / "latent" / "ball-s0" / "recipe.yaml").read_text())
+    assert recipe["model"]["pretrained"] == f"run:{start}"
+    assert [s["name"] for s in recipe["stages"]] == ["distil"]
+    # the frozen stages (below the cut) kept the global run's weights: distil began from its encoder
+    started, distilled = (
+        load_file(start / "model.safetensors"),
+        load_file(out / "latent" / "ball-s0" / "model.safetensors"),
+    )
+    for stage in ("0", "1", "2"):
+        for key in (f"backbone.model.{stage}.0.weight", f"backbone.model.{stage}.1.running_mean"):
+            assert torch.equal(started[key], distilled[key]), key
+    assert not torch.equal(started["backbone.model.4.0.weight"], distilled["backbone.model.4.0.weight"])
+    payload = json.loads((out / "curve.json").read_text())
+    assert [(t["arm"], t["baseline"]) for t in payload["tests"]] == [("latent", "global")]
+
+
+def test_start_from_names_an_earlier_arm(tmp_path: Path) -> None:
+    path = write_start_from_curve(tmp_path, start_from="later")
+    result = run_cli("curve", path, "--out", tmp_path / "out", expect=2)
+    assert result.output == (
+        f"error: {path}: arm 'latent': start_from 'later' is not an arm listed before it; "
+        "earlier arms: ['global']\n"
+    )
+    both = yaml.safe_load(path.read_text())
+    both["arms"][1] |= {"start_from": "global", "pretrain_recipe": "latent.yaml"}
+    path.write_text(yaml.safe_dump(both))
+    result = run_cli("curve", path, "--out", tmp_path / "out", expect=2)
+    assert result.output == (
+        f"error: {path}: arm 'latent': start_from and pretrain_recipe both choose its start; keep one\n"
+    )

@@ -55,6 +55,21 @@ def test_distil_gives_no_gradient_to_the_frozen_layers_and_keeps_their_statistic
         assert moved == (not key.startswith(frozen_prefixes)), key
 
 
+def test_distil_records_no_autograd_graph_below_the_cut() -> None:
+    """The frozen stages cost their forward pass only: no graph, so no backward and no saved activations."""
+    method = make_method(cut=3)
+    method.set_stage("distil")
+    method.train()
+    outputs = {}
+    for name in ("2", "3"):  # the last frozen stage, the first trained one
+        method.backbone.model.get_submodule(name).register_forward_hook(
+            lambda _m, _in, out, name=name: outputs.__setitem__(name, out)
+        )
+    method.compute_loss(phantom_batch(4))
+    assert outputs["2"].grad_fn is None and not outputs["2"].requires_grad
+    assert outputs["3"].grad_fn is not None
+
+
 @pytest.mark.parametrize(
     ("name", "cut", "last_frozen"),
     [
@@ -143,6 +158,35 @@ def test_the_test_path_reads_no_annotation() -> None:
         saliency = alone.maps["saliency"]
         assert saliency.shape == (6, 1, 2, 2)  # tiny_cnn: stride 32 on 64 pixels
         assert torch.allclose(saliency.sum(dim=(1, 2, 3)), torch.ones(6), atol=1e-5)
+
+
+def test_lesion_localization_scores_the_attention_map_only_with_explain_native() -> None:
+    """The attention map is one class-agnostic channel: lesion scoring takes it when the recipe's
+    ``evaluation.explain`` is ``native``; with ``gradcam`` it scores Grad-CAM of the same classifier."""
+    from radsight.data.transforms import build_transforms
+    from radsight.evaluate import MapRequest, collect, explanation, lesion_pairs
+    from radsight.explain.cam import explain
+
+    transform = build_transforms((64, 64), train=False, augment=False, gaze_sigma_fraction=0.05)
+    data = PhantomChestXray(5, size=(64, 64), seed=2, lesion_scale=1.5, transform=transform)
+    method = make_method()
+    method.set_stage("distil")
+    method.eval()
+    requests = {
+        how: MapRequest(lesion_pairs, explanation(how), prefer_native="per_class")
+        for how in ("gradcam", "native")
+    }
+    found = collect(method, data, 4, requests).maps
+    assert found["native"].images and set(found["native"].kinds) == {"native"}
+    assert set(found["gradcam"].kinds) == {"gradcam"}
+    assert not torch.allclose(
+        torch.from_numpy(found["native"].maps[0]), torch.from_numpy(found["gradcam"].maps[0])
+    )
+    for image, label, heat in zip(
+        found["native"].images, found["native"].labels, found["native"].maps, strict=True
+    ):
+        alone = explain(method, data[image].image[None], "native", targets=[LABELS.index(label)])[0]
+        torch.testing.assert_close(torch.from_numpy(heat.astype("float32")), alone, atol=2e-3, rtol=0)
 
 
 def test_global_only_recipes_predict_with_the_global_head_and_no_native_map() -> None:

@@ -9,7 +9,10 @@ that seed.
 Pre-training is shared across budgets: an arm's label-free stages (those training on the ``unlabelled``
 or ``reports`` pool, which a label budget does not touch) are trained once into ``<arm>/pretrain``, and
 every (budget, seed) run trains the arm's other stages from that encoder (``model.pretrained:
-run:<arm>/pretrain``).
+run:<arm>/pretrain``). An arm with ``start_from: <earlier arm>`` instead starts every (budget, seed) run
+from the encoder of that arm's run at the same budget and seed (its ``stages`` then continue it, e.g. a
+distil stage after a global-only arm): stages that two arms share are trained once, and every arm sees
+the same start.
 
 A curve file (YAML) lists the arms::
 
@@ -20,10 +23,11 @@ A curve file (YAML) lists the arms::
       - {name: scratch, recipe: curriculum_cpu.yaml, stages: [finetune]}
       - {name: curriculum, recipe: curriculum_cpu.yaml, overrides: [model.order=auto]}
 
-``recipe`` is relative to the curve file; ``stages`` keeps those of the recipe's stages (default all).
-An arm with ``pretrain_recipe`` (relative to the curve file too) trains that recipe once, on its own
-data and labels, into ``<arm>/pretrain``, and every run of the arm starts from its encoder: supervised
-pre-training on another dataset, compared like any label-free pre-training.
+``recipe`` is relative to the curve file; ``stages`` keeps those of the recipe's stages (default all);
+``start_from`` names an arm listed before this one. An arm with ``pretrain_recipe`` (relative to the
+curve file too) trains that recipe once, on its own data and labels, into ``<arm>/pretrain``, and every
+run of the arm starts from its encoder: supervised pre-training on another dataset, compared like any
+label-free pre-training.
 
 Each point is the mean test metric over seeds with its patient-bootstrap 95% interval (every seed's run
 scored on the same resampled patients), and the paired test of the seed-mean against the baseline's
@@ -77,6 +81,9 @@ class ArmSpec(Strict):
         description="a recipe trained once, on its own data and labels, whose encoder every run of the arm "
         "starts from (in-domain supervised pre-training); of the curve's overrides only trainer.* reach it",
     )
+    start_from: str | None = Field(
+        None, description="an earlier arm whose run at the same budget and seed gives this arm's encoder"
+    )
 
 
 class CurveSpec(Strict):
@@ -102,6 +109,16 @@ def load_curve_file(path: Path) -> CurveSpec:
         raise ConfigError(f"{path}: arm names must differ, got {names}")
     if spec.baseline is not None and spec.baseline not in names:
         raise ConfigError(f"{path}: baseline {spec.baseline!r} is not an arm; arms: {names}")
+    for index, arm in enumerate(spec.arms):
+        if arm.start_from is not None and arm.start_from not in names[:index]:
+            raise ConfigError(
+                f"{path}: arm {arm.name!r}: start_from {arm.start_from!r} is not an arm listed before it; "
+                f"earlier arms: {names[:index]}"
+            )
+        if arm.start_from is not None and arm.pretrain_recipe is not None:
+            raise ConfigError(
+                f"{path}: arm {arm.name!r}: start_from and pretrain_recipe both choose its start; keep one"
+            )
     for arm in spec.arms:
         arm.recipe = arm.recipe if arm.recipe.is_absolute() else path.parent / arm.recipe
         if not arm.recipe.is_file():
@@ -168,9 +185,25 @@ class Arm:
     pretrained: str | None = None
     stages: list[str] | None = None
 
-    def recipe(self, budget: Budget, seed: int) -> Recipe:
+    def recipe(self, budget: Budget, seed: int, out_dir: Path) -> Recipe:
         overrides = [*self.overrides, *self.spec.overrides, *arm_overrides(self.base, budget, seed)]
-        return _with(load_recipe(self.spec.recipe, overrides), self.stages, self.pretrained)
+        pretrained = self.pretrained
+        if self.spec.start_from is not None:
+            pretrained = f"run:{start_run(out_dir, self.spec.start_from, budget, seed).resolve()}"
+        return _with(load_recipe(self.spec.recipe, overrides), self.stages, pretrained)
+
+
+def run_folder(out_dir: Path, arm: str, budget: Budget, seed: int) -> Path:
+    return out_dir / arm / f"b{budget}-s{seed}"
+
+
+def start_run(out_dir: Path, arm: str, budget: Budget, seed: int) -> Path:
+    """The run of ``arm`` at ``budget`` and ``seed`` another arm starts from, refused in one line when it
+    did not finish."""
+    folder = run_folder(out_dir, arm, budget, seed)
+    if not (folder / "model.safetensors").is_file():
+        raise DataError(folder, f"arm {arm!r} has no finished run at budget {budget}, seed {seed}")
+    return folder
 
 
 def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
@@ -187,7 +220,7 @@ def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
         return
     free = label_free_stages(arm.base)
     rest = [stage.name for stage in arm.base.stages if stage.name not in free]
-    if not free or not rest:
+    if not free or not rest or arm.spec.start_from is not None:
         arm.stages = None if arm.spec.stages is None else list(arm.spec.stages)
         return
     if not (resume and (folder / "model.safetensors").is_file()):
@@ -265,10 +298,10 @@ def run_arms(
         for budget in budgets:
             per_seed = []
             for seed in range(seeds):
-                run_dir = out_dir / arm.spec.name / f"b{budget}-s{seed}"
+                run_dir = run_folder(out_dir, arm.spec.name, budget, seed)
                 if not (resume and (run_dir / "metrics.json").is_file()):
-                    recipe = arm.recipe(budget, seed)
                     try:
+                        recipe = arm.recipe(budget, seed, out_dir)
                         train_and_evaluate(
                             recipe,
                             run_dir,
