@@ -21,15 +21,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 from outputs import write_results
+from pretext import synthetic_batch
 
 from radsight.config import StageConfig
-from radsight.data.sample import Batch, SampleMeta
+from radsight.data.sample import Batch
 from radsight.data.sources.phantoms import PhantomChestXray
 from radsight.methods.captioning import Captioning
 from radsight.nn.caption_decoder import CaptionDecoder
@@ -42,19 +44,7 @@ Step = Callable[[], None]
 def report_batch(n: int, size: int, device: torch.device) -> Batch:
     """Random images with the reports of ``n`` chest phantoms (varied lengths and findings)."""
     reports = [sample.report for sample in (PhantomChestXray(n, size=(64, 64), seed=2)[i] for i in range(n))]
-    return Batch(
-        images=torch.rand(n, 1, size, size, device=device),
-        labels=None,
-        boxes=[None] * n,
-        box_labels=[None] * n,
-        masks={},
-        mask_valid={},
-        gaze_maps=None,
-        gaze_valid=None,
-        fixations=[None] * n,
-        reports=reports,
-        meta=[SampleMeta(source="bench", path="", patient_id=str(i)) for i in range(n)],
-    )
+    return replace(synthetic_batch(n, size, device), reports=reports)
 
 
 def model_options(backbone: str, width: int, heads: int, layers: int, max_tokens: int) -> dict:

@@ -198,6 +198,19 @@ def boxes_by_image(
     return grouped
 
 
+def read_or_skip(read: Callable[[], Sample], policy: BadFilePolicy, skipped: list[str]) -> Sample | None:
+    """One item read under the ``on_bad_file`` policy: a bad file raises, or is logged, kept in
+    ``skipped`` and dropped (None), so one damaged file does not end a long run."""
+    try:
+        return read()
+    except DataError as error:
+        if policy == "raise":
+            raise
+        log.warning("skipping bad file: %s", error)
+        skipped.append(str(error))
+        return None
+
+
 class SourceDataset(Dataset):
     """A ``Dataset`` of ``Sample`` built from a root folder; subclasses implement ``_scan``.
 
@@ -301,13 +314,8 @@ class SourceDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         record = self.records[index]
-        try:
-            sample = self.load(record)
-        except DataError as error:
-            if self.on_bad_file == "raise":
-                raise
-            log.warning("skipping bad file: %s", error)
-            self.skipped.append(str(error))
+        sample = read_or_skip(lambda: self.load(record), self.on_bad_file, self.skipped)
+        if sample is None:
             return None
         return self.transform(sample) if self.transform is not None else sample
 

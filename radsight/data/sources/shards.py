@@ -9,7 +9,6 @@ S3-compatible store) or from the option ``storage_options`` (boto3 client argume
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,8 @@ from torch.utils.data import Dataset
 
 from radsight.data.sample import Sample
 from radsight.data.shards import ShardReader, labels_subset
-from radsight.data.sources.base import BadFilePolicy, Transform
-from radsight.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
+from radsight.data.sources.base import BadFilePolicy, Transform, read_or_skip
+from radsight.errors import ConfigError
 
 
 class ShardsSource(Dataset):
@@ -78,13 +75,8 @@ class ShardsSource(Dataset):
         return self.reader.catalog.predefined_split
 
     def __getitem__(self, index: int) -> Sample | None:
-        try:
-            sample = self.reader[index]
-        except DataError as error:
-            if self.on_bad_file == "raise":
-                raise
-            log.warning("skipping bad file: %s", error)
-            self.skipped.append(str(error))
+        sample = read_or_skip(lambda: self.reader[index], self.on_bad_file, self.skipped)
+        if sample is None:
             return None
         if sample.labels is not None and len(self._label_index) != len(self.reader.catalog.label_names):
             sample = sample.replace(labels=sample.labels[torch.as_tensor(self._label_index)])
