@@ -398,8 +398,14 @@ class _Encoder:
         self.image_size = image_size
         self.raw_pixels = raw_pixels
         self.read_options = getattr(source, "read_options", None)
+        self._threads_set_in = os.getpid()
 
     def __call__(self, index: int) -> dict[str, Any]:
+        if self._threads_set_in != os.getpid():
+            # a forked worker inherits the OpenMP pool's state but not its threads: a parallel torch op
+            # would wait on them for ever (the DataLoader's workers also run on one thread)
+            torch.set_num_threads(1)
+            self._threads_set_in = os.getpid()
         try:
             sample = self.source[index]
         except DataError as error:
