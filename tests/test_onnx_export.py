@@ -47,6 +47,11 @@ METHOD_CASES: dict[str, tuple[dict, list[str], tuple[int, int]]] = {
         (256, 192),
     ),
     "latent_kd": ({"backbone": "tiny_cnn", "latent": 8, "hidden": 16}, ["global", "distil"], SMALL),
+    "captioning": (  # the classifier a captioning encoder transfers into; its reports come from PyTorch
+        {"backbone": "tiny_cnn", "decoder": {"width": 32, "heads": 4, "layers": 1}},
+        ["finetune"],
+        SMALL,
+    ),
     "pretext_curriculum": (
         {"backbone": "tiny_cnn", "jigsaw": {"permutations": 8}, "order": ["rotation"]},
         ["rotation", "finetune"],
