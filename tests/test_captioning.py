@@ -5,6 +5,7 @@ carried into classification, and the draft report of ``radsight predict``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -173,8 +174,39 @@ def test_a_beam_of_one_is_greedy_and_a_wider_beam_scores_at_least_as_high() -> N
     written = greedy(net, mem, BOS, EOS, PAD)
     assert torch.equal(beam_search(net, mem, BOS, EOS, PAD, width=1), written)
     assert (written[:, 0] == BOS).all()
-    wide = beam_search(net, mem, BOS, EOS, PAD, width=4)
+    assert torch.equal(beam_search(net, mem, BOS, EOS, PAD, width=1, length_penalty=0.0), written)
+    wide = beam_search(net, mem, BOS, EOS, PAD, width=4, length_penalty=0.0)
     assert (sequence_score(net, mem, wide) >= sequence_score(net, mem, written) - 1e-5).all()
+
+
+class MarkovWriter(torch.nn.Module):
+    """A decoder whose next token depends on the last one only, by a fixed table of probabilities."""
+
+    max_tokens = 8
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab: int = 8) -> None:
+        super().__init__()
+        self.logits = torch.full((vocab, vocab), -1e4)
+        for last, following in table.items():
+            for token, p in following.items():
+                self.logits[last, token] = math.log(p)
+
+    def forward(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.logits[tokens]
+
+
+def test_the_length_penalty_keeps_the_beam_from_settling_on_the_shortest_report() -> None:
+    """From the start, the end token (a one-token report) is likelier than any longer report as a whole,
+    though greedy decoding writes the longer one: the plain sum picks the short one, alpha 1 does not."""
+    a, b, c = 5, 6, 7
+    writer = MarkovWriter({BOS: {EOS: 0.45, a: 0.55}, a: {b: 0.5, c: 0.5}, b: {EOS: 1.0}, c: {EOS: 1.0}})
+    mem = torch.zeros(2, 1, 1)
+    written = greedy(writer, mem, BOS, EOS, PAD, cached=False)
+    assert written[0].tolist() == [BOS, a, b, EOS]
+    plain = beam_search(writer, mem, BOS, EOS, PAD, width=3, length_penalty=0.0, cached=False)
+    assert plain[:, :2].tolist() == [[BOS, EOS]] * 2 and (plain[:, 2:] == PAD).all()
+    per_token = beam_search(writer, mem, BOS, EOS, PAD, width=3, length_penalty=1.0, cached=False)
+    assert per_token[:, 1].tolist() == [a, a] and per_token[:, 3].tolist() == [EOS, EOS]
 
 
 # ---------------------------------------------------------------- data and training

@@ -93,6 +93,10 @@ def test_a_curve_file_with_two_arms_and_two_budgets_runs_end_to_end(tmp_path: Pa
     assert json.loads((out / "scratch" / "b4-s0" / "shortcut_audit.json").read_text())["probe"] is None
     assert "## Shortcut audit of the training split" in table
     assert "rotation" in printed and "curve.md" in printed
+    # finished runs keep their model, not their checkpoints; the pre-training run keeps its own
+    assert (out / "rotation" / "b4-s0" / "model.safetensors").is_file()
+    assert not list(out.glob("*/b*-s*/stages/*/*.ckpt"))
+    assert (pretrain / "stages" / "rotation" / "last.ckpt").is_file()
 
 
 def test_a_bad_curve_file_is_one_line(tmp_path: Path) -> None:

@@ -83,7 +83,9 @@ class WritingOptions(Strict):
 
     strategy: Literal["greedy", "beam"] = "beam"
     beam_width: int = Field(3, ge=1)
-    length_penalty: float = Field(0.0, ge=0)
+    length_penalty: float = Field(
+        1.0, ge=0, description="beam ranking by score / length^alpha: 0 favours short reports, 1 is per token"
+    )
 
 
 class CaptioningOptions(Strict):

@@ -37,6 +37,10 @@ amounts to. Where the test images carry lung masks, the share and ratio of Grad-
 them (:mod:`radsight.metrics.attention`) is tabulated per arm, and ``attention.png`` shows the maps of
 each arm's model at the largest budget on the same images. The shortcut audit's masked-image probe runs
 once for the curve (:func:`audit_once`).
+
+A finished (budget, seed) run keeps its model, metrics and report but not its Lightning checkpoints
+(weights plus optimiser state, only needed to resume that run): a curve of 150 runs would otherwise hold
+some 12 GB at 48 px.
 """
 
 from __future__ import annotations
@@ -206,6 +210,12 @@ def start_run(out_dir: Path, arm: str, budget: Budget, seed: int) -> Path:
     return folder
 
 
+def drop_checkpoints(run_dir: Path) -> None:
+    """Delete a finished run's Lightning checkpoints; its ``metrics.json`` is what ``--resume`` reads."""
+    for checkpoint in (run_dir / "stages").glob("*/*.ckpt"):
+        checkpoint.unlink()
+
+
 def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
     """Train the arm's label-free stages (or its ``pretrain_recipe``, whole) once into
     ``out_dir/<arm>/pretrain``; its other stages then start from that encoder at every budget."""
@@ -308,6 +318,7 @@ def run_arms(
                             resume=resume and (run_dir / "recipe.yaml").is_file(),
                             title=f"{arm.spec.name}: {budget} labels per class, seed {seed}",
                         )
+                        drop_checkpoints(run_dir)
                     except DataError as error:
                         log.warning("%s: budget %s skipped (%s)", arm.spec.name, budget, error.problem)
                         break
