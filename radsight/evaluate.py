@@ -46,7 +46,7 @@ from radsight.data.shortcut_audit import stratified_notes, stratified_section
 from radsight.errors import ConfigError
 from radsight.explain.cam import explain
 from radsight.explain.names import Normalisation
-from radsight.explain.overlay import overlay, save_grid
+from radsight.explain.overlay import DISPLAY_MIN_SIDE, overlay, save_grid
 from radsight.methods import Method, Prediction
 from radsight.metrics.attention import attention_section
 from radsight.metrics.classification import classification_curves, classification_section
@@ -390,12 +390,13 @@ def overlay_grid(
                     fixations=sample.fixations,
                     gaze_map=sample.gaze_map,
                     title=f"{kind}: truth",
+                    min_side=DISPLAY_MIN_SIDE,
                 ),
-                overlay(image, heat, title=f"{how}: {name}", map_scale=normalise),
+                overlay(image, heat, title=f"{how}: {name}", map_scale=normalise, min_side=DISPLAY_MIN_SIDE),
             ]
             if how != "native" and hasattr(method.classifier(), "native_maps"):
-                native = explain(method.classifier(), images, method="native", targets=[target])[0]
-                row.append(overlay(image, native.cpu().numpy(), title="native map"))
+                native = explain(method.classifier(), images, method="native", targets=[target])[0].cpu()
+                row.append(overlay(image, native.numpy(), title="native map", min_side=DISPLAY_MIN_SIDE))
             rows.append(row)
     if not rows:
         return None

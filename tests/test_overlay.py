@@ -97,6 +97,21 @@ def test_mask_contours_gaze_contours_fixations_and_title() -> None:
     assert (title == 0).all(axis=-1).mean() > 0.3 and title.min(axis=-1).max() > 200
 
 
+def test_a_small_image_is_drawn_enlarged_with_its_annotations_in_place() -> None:
+    image = np.full((48, 48), 0.5, dtype=np.float32)
+    lung = np.zeros((48, 48), dtype=bool)
+    lung[10:30, 10:30] = True
+    box = np.array([[30.0, 5.0, 44.0, 20.0]])
+    kwargs = {"masks": {"lung": lung}, "boxes": box, "fixations": np.array([[8.0, 40.0, 0.2]])}
+    out = overlay(image, min_side=256, **kwargs)
+    assert out.shape == (288, 288, 3)  # the whole factor 6 that reaches 256
+    np.testing.assert_array_equal(out[10 * 6, 20 * 6], MASK_COLORS[0])  # top edge of the mask
+    np.testing.assert_array_equal(out[20 * 6, 20 * 6], [128, 128, 128])  # mask interior untouched
+    np.testing.assert_array_equal(out[12 * 6, 44 * 6], BOX_COLOR)  # right edge of the box
+    np.testing.assert_array_equal(out[40 * 6, 8 * 6], FIXATION_COLOR)
+    assert overlay(image, min_side=32, **kwargs).shape == (48, 48, 3)  # large enough already
+
+
 def test_save_grid_writes_a_png_of_all_cells(tmp_path) -> None:
     image = gray_image()
     cells = [overlay(image), overlay(image, image), image > 0.5]

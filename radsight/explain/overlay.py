@@ -39,6 +39,8 @@ LEGEND_ENDS: dict[str, tuple[str, str]] = {"max": ("0", "max"), "minmax": ("min"
 COLORMAP = "inferno"
 LOW_ATTENTION = 0.2
 """Map values up to this share of the scale are not drawn; above it the opacity rises linearly."""
+DISPLAY_MIN_SIDE = 256
+"""The short side small images are enlarged to in the overlays of reports and curves (``min_side``)."""
 NO_MAP_GRAY: Color = (128, 128, 128)
 """The colour bar's colour for the transparent part of the scale."""
 
@@ -57,6 +59,7 @@ def overlay(
     alpha: float = 0.6,
     box_color: Color = BOX_COLOR,
     map_scale: Normalisation | None = "max",
+    min_side: int = 0,
 ) -> np.ndarray:
     """Render ``H x W x 3`` uint8: the gray ``image`` (H x W or 1 x H x W, in [0, 1]) and its annotations.
 
@@ -65,11 +68,16 @@ def overlay(
     ``boxes`` are N x 4 xyxy pixels; ``masks`` H x W bool; ``fixations`` N x 3
     (x, y, duration in seconds); ``gaze_map`` any non-negative density. ``map_scale`` names how ``map``
     was normalised (see :data:`radsight.explain.names.NORMALISATIONS`) for the colour-bar legend drawn
-    with it; None draws no legend.
+    with it; None draws no legend. An image whose short side is under ``min_side`` is drawn enlarged to
+    it (a whole factor, boxes and fixations scaled alike), so that a 48-pixel training image's title,
+    legend and contours can be read.
     """
     if map_scale is not None and map_scale not in NORMALISATIONS:
         raise ValueError(f"unknown map scale {map_scale!r}; choose one of {', '.join(NORMALISATIONS)}")
     gray = np.clip(_plane(image), 0.0, 1.0)
+    factor = -(-min_side // min(gray.shape)) if min(gray.shape) < min_side else 1
+    if factor > 1:
+        gray = _plane(gray, (gray.shape[0] * factor, gray.shape[1] * factor))
     size = gray.shape
     rgb = np.repeat(gray[..., None], 3, axis=2)
     if map is not None:
@@ -89,13 +97,13 @@ def overlay(
     draw = ImageDraw.Draw(picture)
     font = label_font(size)
     for i, box in enumerate(_rows(boxes, 4)):
-        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        x0, y0, x1, y1 = (round(float(v) * factor) for v in box)
         draw.rectangle((x0, y0, x1, y1), outline=box_color, width=width)
         if box_labels is not None and i < len(box_labels):
             _tag(draw, (x0, y0), box_labels[i], font, fill=box_color, text=(0, 0, 0), above=True)
     radius = max(2, round(min(size) / 128))
     for x, y, duration in _rows(fixations, 3):
-        r = radius * (1 + min(float(duration), 1.0))
+        x, y, r = x * factor, y * factor, radius * (1 + min(float(duration), 1.0))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=FIXATION_COLOR, outline=(0, 0, 0))
     if title:
         _tag(draw, (0, 0), title, font, fill=(0, 0, 0), text=(255, 255, 255), above=False)

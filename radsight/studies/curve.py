@@ -516,7 +516,7 @@ def _attention_grid(
 
     from radsight.data.assemble import build_splits
     from radsight.explain.cam import explain
-    from radsight.explain.overlay import overlay, save_grid
+    from radsight.explain.overlay import DISPLAY_MIN_SIDE, overlay, save_grid
     from radsight.methods.registry import load_method
 
     largest = budgets[-1]
@@ -548,7 +548,11 @@ def _attention_grid(
         rows.append(
             [
                 overlay(
-                    s.image[0].numpy(), h.numpy(), masks={"lungs": s.masks["lungs"]}, title=f"{arm.spec.name}"
+                    s.image[0].numpy(),
+                    h.numpy(),
+                    masks={"lungs": s.masks["lungs"]},
+                    title=arm.spec.name,
+                    min_side=DISPLAY_MIN_SIDE,
                 )
                 for s, h in zip(chosen, heat, strict=True)
             ]
