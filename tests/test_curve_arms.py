@@ -43,16 +43,19 @@ RECIPE = {
 }
 
 
+ARMS = [
+    {"name": "scratch", "recipe": "recipe.yaml", "stages": ["finetune"]},
+    {"name": "rotation", "recipe": "recipe.yaml"},
+]
+
+
 def write_curve(folder: Path, **changes) -> Path:
     (folder / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
     curve = {
         "budgets": [4, "all"],
         "seeds": 1,
         "n_boot": 50,
-        "arms": [
-            {"name": "scratch", "recipe": "recipe.yaml", "stages": ["finetune"]},
-            {"name": "rotation", "recipe": "recipe.yaml"},
-        ],
+        "arms": ARMS,
         **changes,
     }
     path = folder / "curve.yaml"
@@ -97,6 +100,21 @@ def test_a_curve_file_with_two_arms_and_two_budgets_runs_end_to_end(tmp_path: Pa
     assert (out / "rotation" / "b4-s0" / "model.safetensors").is_file()
     assert not list(out.glob("*/b*-s*/stages/*/*.ckpt"))
     assert (pretrain / "stages" / "rotation" / "last.ckpt").is_file()
+    # --resume reads the finished runs of the same recipes, and refuses any trained otherwise
+    trained = {path: path.stat().st_mtime_ns for path in out.glob("*/*/model.safetensors")}
+    run_cli("curve", write_curve(tmp_path), "--out", out, "--resume")
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*/*/model.safetensors")} == trained
+    finished = (out / "curve.json").read_bytes()
+    changed_stage = {1: ("scratch/b4-s0", "stages.0.epochs (2 -> 3)"), 0: ("rotation/pretrain", "(1 -> 2)")}
+    for stage, (run, shown) in changed_stage.items():
+        stages = [dict(s) for s in RECIPE["stages"]]
+        stages[stage]["epochs"] += 1
+        (tmp_path / "other.yaml").write_text(yaml.safe_dump({**RECIPE, "stages": stages}))
+        curve = write_curve(tmp_path, arms=[{**arm, "recipe": "other.yaml"} for arm in ARMS])
+        line = run_cli("curve", curve, "--out", out, "--resume", expect=2).output
+        assert line.startswith(f"error: {out / run / 'recipe.yaml'}: --resume reuses finished runs only")
+        assert shown in line and line.count("\n") == 1
+    assert (out / "curve.json").read_bytes() == finished
 
 
 def test_a_bad_curve_file_is_one_line(tmp_path: Path) -> None:

@@ -24,10 +24,10 @@ from safetensors.torch import load_file
 from test_run_splits import write_dataset
 
 from radsight.atomic import atomic_write, remove_stale_temporaries, write_json
-from radsight.config import load_recipe
+from radsight.config import Recipe, load_recipe, parse_recipe, recipe_as_written
 from radsight.errors import ConfigError, OutputError
 from radsight.folder_lock import LOCK_FILE, locked_folder
-from radsight.run_folder import inside, output_stems
+from radsight.run_folder import inside, output_stems, recipe_changes
 from radsight.train import EpochLog, RepeatableEpochs, train
 
 TINY = [
@@ -190,6 +190,26 @@ def test_resume_accepts_how_the_run_runs_and_a_moved_variable(tiny_run, tmp_path
     run = copy_run(tiny_run, tmp_path)
     same = [*TINY, "trainer.threads=1", "data.num_workers=0", "trainer.progress_bar=true"]
     run_cli("train", recipes_dir / "baseline_cpu.yaml", "--out", run, "--resume", *flags(same))
+
+
+def test_a_field_an_older_run_lacks_counts_as_its_default_today(tmp_path):
+    """A run written before a method option existed resumes (and a curve reuses it) when the option is
+    left at today's default, and not when it is set otherwise."""
+    raw = {
+        "name": "older",
+        "method": "captioning",
+        "data": {"sources": [{"name": "phantom", "options": {"n": 40}}], "labels": ["opacity"]},
+        "model": {"backbone": "tiny_cnn", "writing": {"strategy": "beam"}},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    assert recipe_as_written(parse_recipe(raw))["model"] == raw["model"]  # the method fills its defaults
+
+    def writing(length_penalty: float) -> Recipe:
+        chosen = {"strategy": "beam", "length_penalty": length_penalty}
+        return parse_recipe({**raw, "model": {**raw["model"], "writing": chosen}})
+
+    assert recipe_changes(writing(1.0), tmp_path) == []
+    assert recipe_changes(writing(0.5), tmp_path) == [("model.writing.length_penalty", 1.0, 0.5)]
 
 
 def test_a_redone_epoch_replaces_its_log_line(tmp_path):

@@ -41,6 +41,10 @@ once for the curve (:func:`audit_once`).
 A finished (budget, seed) run keeps its model, metrics and report but not its Lightning checkpoints
 (weights plus optimiser state, only needed to resume that run): a curve of 150 runs would otherwise hold
 some 12 GB at 48 px.
+
+``--resume`` reads finished runs and pre-trainings back instead of training them, each first checked to
+be what the curve would train now (:func:`check_finished_runs`): a curve resumed with other recipes
+would otherwise mix runs of two experiments in one table.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from radsight.metrics.classification import runs_mean_test, runs_mean_with_ci
 from radsight.report.cells import ci_cell, number
 from radsight.report.plots import Undrawable, label_efficiency_curves
 from radsight.report.scores import ImageScores
-from radsight.run_folder import SHORTCUT_AUDIT_FILE, inside
+from radsight.run_folder import RECIPE_FILE, SHORTCUT_AUDIT_FILE, describe_changes, inside, recipe_changes
 from radsight.train import audit_training_split, train, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -216,32 +220,59 @@ def drop_checkpoints(run_dir: Path) -> None:
         checkpoint.unlink()
 
 
-def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
-    """Train the arm's label-free stages (or its ``pretrain_recipe``, whole) once into
-    ``out_dir/<arm>/pretrain``; its other stages then start from that encoder at every budget."""
+def plan_pretraining(arm: Arm, out_dir: Path) -> Recipe | None:
+    """Choose the stages and the start of the arm's runs, and return the recipe it pre-trains once into
+    ``out_dir/<arm>/pretrain`` (its ``pretrain_recipe`` whole, or its label-free stages), None when it
+    pre-trains nothing; every run of the arm then starts from that encoder."""
     folder = (out_dir / arm.spec.name / "pretrain").resolve()
     if arm.spec.pretrain_recipe is not None:
-        if not (resume and (folder / "model.safetensors").is_file()):
-            log.info("%s: pre-training %s once for every budget", arm.spec.name, arm.spec.pretrain_recipe)
-            trainer = [override for override in arm.overrides if override.startswith("trainer.")]
-            recipe = load_recipe(arm.spec.pretrain_recipe, trainer)
-            train(recipe, folder, resume=resume and (folder / "recipe.yaml").is_file(), require_test=False)
         arm.stages, arm.pretrained = arm.spec.stages, f"run:{folder}"
-        return
+        trainer = [override for override in arm.overrides if override.startswith("trainer.")]
+        return load_recipe(arm.spec.pretrain_recipe, trainer)
     free = label_free_stages(arm.base)
     rest = [stage.name for stage in arm.base.stages if stage.name not in free]
     if not free or not rest or arm.spec.start_from is not None:
         arm.stages = None if arm.spec.stages is None else list(arm.spec.stages)
-        return
-    if not (resume and (folder / "model.safetensors").is_file()):
-        log.info("%s: pre-training %s once for every budget", arm.spec.name, free)
-        train(
-            _with(arm.base, free),
-            folder,
-            resume=resume and (folder / "recipe.yaml").is_file(),
-            require_test=False,
-        )
+        return None
     arm.stages, arm.pretrained = rest, f"run:{folder}"
+    return _with(arm.base, free)
+
+
+def pretrain(arm: Arm, recipe: Recipe, out_dir: Path, resume: bool) -> None:
+    """Train the arm's pre-training ``recipe`` into ``out_dir/<arm>/pretrain``, unless ``resume`` finds it
+    finished there."""
+    folder = out_dir / arm.spec.name / "pretrain"
+    if resume and (folder / "model.safetensors").is_file():
+        return
+    log.info("%s: pre-training %s once for every budget", arm.spec.name, [s.name for s in recipe.stages])
+    train(recipe, folder, resume=resume and (folder / "recipe.yaml").is_file(), require_test=False)
+
+
+def check_reused(recipe: Recipe, run_dir: Path) -> None:
+    """A finished run that ``--resume`` reads instead of training must be the run the curve would train
+    (the same recipe, budget, seed and start): one line naming its folder and the first fields that
+    differ, since a run of other data or epochs would enter the table unnoticed."""
+    if changes := recipe_changes(recipe, run_dir):
+        raise ConfigError(
+            f"{run_dir / RECIPE_FILE}: --resume reuses finished runs only of the same recipe, and this one "
+            f"differs at {describe_changes(changes)}; rerun the curve into another --out, or remove "
+            f"{run_dir} to train it again"
+        )
+
+
+def check_finished_runs(arms: Sequence[Arm], budgets: Sequence[Budget], seeds: int, out_dir: Path) -> None:
+    """Check, before anything trains, every finished pre-training and (budget, seed) run that ``--resume``
+    would read (:func:`check_reused`)."""
+    for arm in arms:
+        recipe = plan_pretraining(arm, out_dir)
+        folder = out_dir / arm.spec.name / "pretrain"
+        if recipe is not None and (folder / "model.safetensors").is_file():
+            check_reused(recipe, folder)
+        for budget in budgets:
+            for seed in range(seeds):
+                run_dir = run_folder(out_dir, arm.spec.name, budget, seed)
+                if (run_dir / "metrics.json").is_file():
+                    check_reused(arm.recipe(budget, seed, out_dir), run_dir)
 
 
 def audit_once(recipe: Recipe, out_dir: Path, resume: bool) -> None:
@@ -288,7 +319,8 @@ def run_arms(
     """Train every arm x budget x seed into ``out_dir/<arm>/b<budget>-s<seed>`` and write curve.json,
     curve.md, curve.png (and attention.png where the test images have lung masks).
 
-    With ``resume``, runs that already have metrics.json are read instead of retrained.
+    With ``resume``, runs that already have metrics.json are read instead of retrained, once every one of
+    them is checked to be the run this curve would train.
     """
     for spec in arms:  # every name is checked before anything trains
         inside(out_dir, spec.name, "arm name")
@@ -297,13 +329,18 @@ def run_arms(
         audit_once(first, out_dir, resume)
         overrides = [*overrides, PROBE_OFF]
     prepared = [
-        Arm(spec, list(overrides), load_recipe(spec.recipe, [*overrides, *spec.overrides])) for spec in arms
+        Arm(
+            spec, list(overrides), _with(load_recipe(spec.recipe, [*overrides, *spec.overrides]), spec.stages)
+        )
+        for spec in arms
     ]
+    if resume:
+        check_finished_runs(prepared, budgets, seeds, out_dir)
     results: dict[str, list[dict[str, Any]]] = {}
     runs: dict[tuple[str, Budget], list[Path]] = {}
     for arm in prepared:
-        arm.base = _with(arm.base, arm.spec.stages)
-        pretrain(arm, out_dir, resume)
+        if (recipe := plan_pretraining(arm, out_dir)) is not None:
+            pretrain(arm, recipe, out_dir, resume)
         points = []
         for budget in budgets:
             per_seed = []
