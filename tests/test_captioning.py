@@ -175,6 +175,11 @@ def test_a_beam_of_one_is_greedy_and_a_wider_beam_scores_at_least_as_high() -> N
     assert torch.equal(beam_search(net, mem, BOS, EOS, PAD, width=1), written)
     assert (written[:, 0] == BOS).all()
     assert torch.equal(beam_search(net, mem, BOS, EOS, PAD, width=1, length_penalty=0.0), written)
+    for shortest in (1, 2):  # the begin token alone, then one written token
+        assert torch.equal(
+            beam_search(net, mem, BOS, EOS, PAD, width=1, max_tokens=shortest),
+            greedy(net, mem, BOS, EOS, PAD, max_tokens=shortest),
+        )
     wide = beam_search(net, mem, BOS, EOS, PAD, width=4, length_penalty=0.0)
     assert (sequence_score(net, mem, wide) >= sequence_score(net, mem, written) - 1e-5).all()
 

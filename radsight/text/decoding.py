@@ -50,7 +50,7 @@ class _Finished:
         self.closed = False
 
     def ranked(self, score: float, length: int) -> float:
-        return score / length**self.alpha
+        return score / max(length, 1) ** self.alpha  # length 0: max_tokens 1 leaves only the begin token
 
     def add(self, sequence: list[int], score: float, length: int) -> None:
         self.kept.append((self.ranked(score, length), sequence))
