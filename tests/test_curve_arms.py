@@ -89,8 +89,10 @@ def test_a_curve_file_with_two_arms_and_two_budgets_runs_end_to_end(tmp_path: Pa
     assert splits["b4-s0"]["test"] == splits["ball-s0"]["test"]
     assert set(splits["b4-s0"]["train"]) < set(splits["ball-s0"]["train"])
     table = (out / "curve.md").read_text()
-    assert "| rotation |" in table and "p=" in table and "Grad-CAM attention inside the lung masks" in table
+    assert "| rotation |" in table and "p=" in table and "Attention inside the lung masks" in table
     assert (out / "curve.png").stat().st_size > 0 and (out / "attention.png").stat().st_size > 0
+    assert payload["attention_maps"] == {"scratch": "gradcam", "rotation": "gradcam"}
+    assert "| scratch | gradcam |" in table
     # the masked-image probe of the shortcut audit ran once, for the whole curve, not in every run
     assert json.loads((out / "shortcut_audit.json").read_text())["probe"] is not None
     assert json.loads((out / "scratch" / "b4-s0" / "shortcut_audit.json").read_text())["probe"] is None

@@ -33,9 +33,10 @@ Each point is the mean test metric over seeds with its patient-bootstrap 95% int
 scored on the same resampled patients), and the paired test of the seed-mean against the baseline's
 (:func:`radsight.metrics.classification.runs_mean_test`); every per-seed number is kept in
 ``curve.json``: the budget as ``labels_per_class`` (None for all) and the labelled training images it
-amounts to. Where the test images carry lung masks, the share and ratio of Grad-CAM attention inside
-them (:mod:`radsight.metrics.attention`) is tabulated per arm, and ``attention.png`` shows the maps of
-each arm's model at the largest budget on the same images. The shortcut audit's masked-image probe runs
+amounts to. Where the test images carry lung masks, the share and ratio of attention inside them
+(:mod:`radsight.metrics.attention`; the evaluation's maps, native or the recipe's explanation method) is
+tabulated per arm, and ``attention.png`` shows the maps of each arm's model at the largest budget on the
+same images. The shortcut audit's masked-image probe runs
 once for the curve (:func:`audit_once`).
 
 A finished (budget, seed) run keeps its model, metrics and report but not its Lightning checkpoints
@@ -389,6 +390,7 @@ def run_arms(
     audit_file = out_dir / SHORTCUT_AUDIT_FILE
     if audit_file.is_file():
         payload["shortcut_warnings"] = json.loads(audit_file.read_text())["warnings"]
+    payload["attention_maps"] = _attention_grid(prepared, runs, budgets, out_dir)
     write_json(out_dir / "curve.json", payload)
     (out_dir / "curve.md").write_text(render_markdown(payload))
     drawn = {
@@ -401,7 +403,6 @@ def run_arms(
         )
     except Undrawable as reason:
         log.warning("curve.png not drawn: %s", reason)
-    _attention_grid(prepared, runs, budgets, out_dir)
     return payload
 
 
@@ -525,18 +526,22 @@ def render_markdown(payload: dict[str, Any]) -> str:
     if any(p.get(ATTENTION_KEYS[0]) is not None for points in payload["arms"].values() for p in points):
         lines += [
             "",
-            "## Grad-CAM attention inside the lung masks (seed-mean; ratio 1 = no preference)",
+            "## Attention inside the lung masks (seed-mean; ratio 1 = no preference)",
             "",
-            "| arm | " + " | ".join(f"budget {b}: share / ratio" for b in budgets) + " |",
-            "|---|" + "---|" * len(budgets),
+            "Maps: each method's own per-class map where it has one, else its recipe's explanation "
+            "method; `attention.png` shows them.",
+            "",
+            "| arm | maps | " + " | ".join(f"budget {b}: share / ratio" for b in budgets) + " |",
+            "|---|---|" + "---|" * len(budgets),
         ]
+        maps = payload.get("attention_maps", {})
         for arm, points in payload["arms"].items():
             by_budget = {_budget_name(p["labels_per_class"] or "all"): p for p in points}
             cells = [
                 " / ".join(number(by_budget[b].get(key)) for key in ATTENTION_KEYS) if b in by_budget else "-"
                 for b in budgets
             ]
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} | {maps.get(arm, '-')} | " + " | ".join(cells) + " |")
     if "shortcut_warnings" in payload:
         warnings = payload["shortcut_warnings"] or ["none"]
         lines += ["", "## Shortcut audit of the training split (once for the curve)", ""]
@@ -546,20 +551,23 @@ def render_markdown(payload: dict[str, Any]) -> str:
 
 def _attention_grid(
     arms: Sequence[Arm], runs: dict[tuple[str, Budget], list[Path]], budgets: Sequence[Budget], out_dir: Path
-) -> None:
-    """attention.png: one row per arm (its seed-0 model at the largest budget), Grad-CAM on the same test
-    images that carry lung masks, the mask outlined."""
+) -> dict[str, str]:
+    """attention.png: one row per arm (its seed-0 model at the largest budget) on the same test images that
+    carry lung masks, the mask outlined, each map of the kind its evaluation scored inside the lungs (the
+    method's own per-class map where it has one, else its recipe's ``evaluation.explain``). Returns that
+    kind's name per arm."""
     import torch
 
     from radsight.data.assemble import build_splits
-    from radsight.explain.cam import explain
+    from radsight.data.sample import collate
+    from radsight.evaluate import REGION_REQUEST, evaluation_requests
     from radsight.explain.overlay import DISPLAY_MIN_SIDE, overlay, save_grid
     from radsight.methods.registry import load_method
 
     largest = budgets[-1]
     first = runs.get((arms[0].spec.name, largest))
     if not first:
-        return
+        return {}
     recipe = Recipe.model_validate(yaml.safe_load((first[0] / "recipe.yaml").read_text()))
     test = build_splits(recipe.data, recipe.seed, stored=first[0] / "splits.json", required=("test",)).test
     chosen = []
@@ -570,25 +578,33 @@ def _attention_grid(
         if len(chosen) == ATTENTION_IMAGES:
             break
     if not chosen:
-        return
-    images = torch.stack([s.image for s in chosen])
-    rows = []
+        return {}
+    batch = collate(chosen)
+    rows, kinds = [], {}
     for arm in arms:
         found = runs.get((arm.spec.name, largest))
         if not found:
             continue
-        method, _ = load_method(found[0])
+        method, run_recipe = load_method(found[0])
+        scored = run_recipe.evaluation
+        lungs = evaluation_requests(scored.explain, normalise=scored.map_normalisation)[
+            f"{REGION_REQUEST}lungs"
+        ]
         with torch.no_grad():
-            logits = method.classifier()(images)
-        targets = logits.argmax(dim=1).tolist()
-        heat = explain(method.classifier(), images, method="gradcam", targets=targets)
+            prediction = method.predict(batch)
+        kind = lungs.kind_for(method, prediction)
+        if kind is None:
+            continue
+        targets = prediction.probs.argmax(dim=1).tolist()
+        heat = kind.maps(method, prediction, batch, list(range(len(chosen))), targets).detach().float()
+        kinds[arm.spec.name] = kind.name
         rows.append(
             [
                 overlay(
                     s.image[0].numpy(),
                     h.numpy(),
                     masks={"lungs": s.masks["lungs"]},
-                    title=arm.spec.name,
+                    title=f"{arm.spec.name} ({kind.name})",
                     min_side=DISPLAY_MIN_SIDE,
                 )
                 for s, h in zip(chosen, heat, strict=True)
@@ -596,3 +612,4 @@ def _attention_grid(
         )
     if rows:
         save_grid(rows, out_dir / "attention.png")
+    return kinds
