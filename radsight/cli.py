@@ -32,10 +32,10 @@ from radsight.errors import ConfigError, DataError, RadsightError
 from radsight.explain.names import METHODS
 from radsight.folder_lock import locked_folder
 from radsight.report.cells import number, section_cell
+from radsight.resume import check_resumable
 from radsight.run_folder import (
     check_evaluated_runs,
     check_out_dir,
-    check_resumable,
     check_run_folder,
     clear_run_folder,
     is_launching_process,

@@ -63,12 +63,12 @@ from radsight.folder_lock import locked_folder
 from radsight.methods import Method, build_method, check_recipe
 from radsight.methods.registry import export_config
 from radsight.operating_points import OperatingPoints, choose_operating_points, write_operating_points
+from radsight.resume import check_resumable
 from radsight.run_folder import (
     INPUT_PROFILE_FILE,
     RECIPE_FILE,
     SHORTCUT_AUDIT_FILE,
     check_out_dir,
-    check_resumable,
     is_launching_process,
 )
 from radsight.threads import set_torch_threads

@@ -27,7 +27,8 @@ from radsight.atomic import atomic_write, remove_stale_temporaries, write_json
 from radsight.config import Recipe, load_recipe, parse_recipe, recipe_as_written
 from radsight.errors import ConfigError, OutputError
 from radsight.folder_lock import LOCK_FILE, locked_folder
-from radsight.run_folder import inside, output_stems, recipe_changes
+from radsight.resume import recipe_changes
+from radsight.run_folder import inside, output_stems
 from radsight.train import EpochLog, RepeatableEpochs, train
 
 TINY = [

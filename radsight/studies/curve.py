@@ -69,7 +69,8 @@ from radsight.metrics.classification import runs_mean_test, runs_mean_with_ci
 from radsight.report.cells import ci_cell, number
 from radsight.report.plots import Undrawable, label_efficiency_curves
 from radsight.report.scores import ImageScores
-from radsight.run_folder import RECIPE_FILE, SHORTCUT_AUDIT_FILE, describe_changes, inside, recipe_changes
+from radsight.resume import describe_changes, recipe_changes
+from radsight.run_folder import RECIPE_FILE, SHORTCUT_AUDIT_FILE, inside
 from radsight.train import audit_training_split, train, train_and_evaluate
 
 log = logging.getLogger(__name__)
