@@ -36,8 +36,7 @@ scored on the same resampled patients), and the paired test of the seed-mean aga
 amounts to. Where the test images carry lung masks, the share and ratio of attention inside them
 (:mod:`radsight.metrics.attention`; the evaluation's maps, native or the recipe's explanation method) is
 tabulated per arm, and ``attention.png`` shows the maps of each arm's model at the largest budget on the
-same images. The shortcut audit's masked-image probe runs
-once for the curve (:func:`audit_once`).
+same images. The shortcut audit's masked-image probe runs once for the curve (:func:`audit_once`).
 
 A finished (budget, seed) run keeps its model, metrics and report but not its Lightning checkpoints
 (weights plus optimiser state, only needed to resume that run): a curve of 150 runs would otherwise hold
@@ -327,17 +326,20 @@ def run_arms(
     for spec in arms:  # every name is checked before anything trains
         inside(out_dir, spec.name, "arm name")
     first = load_recipe(arms[0].recipe, [*overrides, *arms[0].overrides])
-    if first.data.shortcut_audit.probe:
-        audit_once(first, out_dir, resume)
-        overrides = [*overrides, PROBE_OFF]
+    probe_once = first.data.shortcut_audit.probe
+    run_overrides = [*overrides, PROBE_OFF] if probe_once else list(overrides)
     prepared = [
         Arm(
-            spec, list(overrides), _with(load_recipe(spec.recipe, [*overrides, *spec.overrides]), spec.stages)
+            spec,
+            list(run_overrides),
+            _with(load_recipe(spec.recipe, [*run_overrides, *spec.overrides]), spec.stages),
         )
         for spec in arms
     ]
     if resume:
         check_finished_runs(prepared, budgets, seeds, out_dir)
+    if probe_once:
+        audit_once(first, out_dir, resume)
     results: dict[str, list[dict[str, Any]]] = {}
     runs: dict[tuple[str, Budget], list[Path]] = {}
     for arm in prepared:
