@@ -193,6 +193,8 @@ class Arm:
     base: Recipe
     pretrained: str | None = None
     stages: list[str] | None = None
+    pretraining: Recipe | None = None
+    """What the arm trains once into ``<arm>/pretrain`` (None: nothing), set by :func:`plan_pretraining`."""
 
     def recipe(self, budget: Budget, seed: int, out_dir: Path) -> Recipe:
         overrides = [*self.overrides, *self.spec.overrides, *arm_overrides(self.base, budget, seed)]
@@ -221,32 +223,33 @@ def drop_checkpoints(run_dir: Path) -> None:
         checkpoint.unlink()
 
 
-def plan_pretraining(arm: Arm, out_dir: Path) -> Recipe | None:
-    """Choose the stages and the start of the arm's runs, and return the recipe it pre-trains once into
-    ``out_dir/<arm>/pretrain`` (its ``pretrain_recipe`` whole, or its label-free stages), None when it
-    pre-trains nothing; every run of the arm then starts from that encoder."""
+def plan_pretraining(arm: Arm, out_dir: Path) -> None:
+    """Choose the stages and the start of the arm's runs, and what it pre-trains once into
+    ``out_dir/<arm>/pretrain`` (its ``pretrain_recipe`` whole, or its label-free stages, or nothing);
+    every run of the arm then starts from that encoder."""
     folder = (out_dir / arm.spec.name / "pretrain").resolve()
     if arm.spec.pretrain_recipe is not None:
         arm.stages, arm.pretrained = arm.spec.stages, f"run:{folder}"
         trainer = [override for override in arm.overrides if override.startswith("trainer.")]
-        return load_recipe(arm.spec.pretrain_recipe, trainer)
+        arm.pretraining = load_recipe(arm.spec.pretrain_recipe, trainer)
+        return
     free = label_free_stages(arm.base)
     rest = [stage.name for stage in arm.base.stages if stage.name not in free]
     if not free or not rest or arm.spec.start_from is not None:
         arm.stages = None if arm.spec.stages is None else list(arm.spec.stages)
-        return None
-    arm.stages, arm.pretrained = rest, f"run:{folder}"
-    return _with(arm.base, free)
-
-
-def pretrain(arm: Arm, recipe: Recipe, out_dir: Path, resume: bool) -> None:
-    """Train the arm's pre-training ``recipe`` into ``out_dir/<arm>/pretrain``, unless ``resume`` finds it
-    finished there."""
-    folder = out_dir / arm.spec.name / "pretrain"
-    if resume and (folder / "model.safetensors").is_file():
         return
-    log.info("%s: pre-training %s once for every budget", arm.spec.name, [s.name for s in recipe.stages])
-    train(recipe, folder, resume=resume and (folder / "recipe.yaml").is_file(), require_test=False)
+    arm.stages, arm.pretrained, arm.pretraining = rest, f"run:{folder}", _with(arm.base, free)
+
+
+def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
+    """Train the arm's pre-training into ``out_dir/<arm>/pretrain``, unless it has none or ``resume``
+    finds it finished there."""
+    folder = out_dir / arm.spec.name / "pretrain"
+    if arm.pretraining is None or (resume and (folder / "model.safetensors").is_file()):
+        return
+    stages = [stage.name for stage in arm.pretraining.stages]
+    log.info("%s: pre-training %s once for every budget", arm.spec.name, stages)
+    train(arm.pretraining, folder, resume=resume and (folder / "recipe.yaml").is_file(), require_test=False)
 
 
 def check_reused(recipe: Recipe, run_dir: Path) -> None:
@@ -265,10 +268,9 @@ def check_finished_runs(arms: Sequence[Arm], budgets: Sequence[Budget], seeds: i
     """Check, before anything trains, every finished pre-training and (budget, seed) run that ``--resume``
     would read (:func:`check_reused`)."""
     for arm in arms:
-        recipe = plan_pretraining(arm, out_dir)
         folder = out_dir / arm.spec.name / "pretrain"
-        if recipe is not None and (folder / "model.safetensors").is_file():
-            check_reused(recipe, folder)
+        if arm.pretraining is not None and (folder / "model.safetensors").is_file():
+            check_reused(arm.pretraining, folder)
         for budget in budgets:
             for seed in range(seeds):
                 run_dir = run_folder(out_dir, arm.spec.name, budget, seed)
@@ -336,6 +338,8 @@ def run_arms(
         )
         for spec in arms
     ]
+    for arm in prepared:
+        plan_pretraining(arm, out_dir)
     if resume:
         check_finished_runs(prepared, budgets, seeds, out_dir)
     if probe_once:
@@ -343,8 +347,7 @@ def run_arms(
     results: dict[str, list[dict[str, Any]]] = {}
     runs: dict[tuple[str, Budget], list[Path]] = {}
     for arm in prepared:
-        if (recipe := plan_pretraining(arm, out_dir)) is not None:
-            pretrain(arm, recipe, out_dir, resume)
+        pretrain(arm, out_dir, resume)
         points = []
         for budget in budgets:
             per_seed = []
