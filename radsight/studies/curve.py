@@ -208,6 +208,11 @@ def run_folder(out_dir: Path, arm: str, budget: Budget, seed: int) -> Path:
     return out_dir / arm / f"b{budget}-s{seed}"
 
 
+def pretrain_folder(out_dir: Path, arm: str) -> Path:
+    """Where ``arm`` trains its pre-training once, for every budget and seed."""
+    return out_dir / arm / "pretrain"
+
+
 def start_run(out_dir: Path, arm: str, budget: Budget, seed: int) -> Path:
     """The run of ``arm`` at ``budget`` and ``seed`` another arm starts from, refused in one line when it
     did not finish."""
@@ -227,7 +232,7 @@ def plan_pretraining(arm: Arm, out_dir: Path) -> None:
     """Choose the stages and the start of the arm's runs, and what it pre-trains once into
     ``out_dir/<arm>/pretrain`` (its ``pretrain_recipe`` whole, or its label-free stages, or nothing);
     every run of the arm then starts from that encoder."""
-    folder = (out_dir / arm.spec.name / "pretrain").resolve()
+    folder = pretrain_folder(out_dir, arm.spec.name).resolve()
     if arm.spec.pretrain_recipe is not None:
         arm.stages, arm.pretrained = arm.spec.stages, f"run:{folder}"
         trainer = [override for override in arm.overrides if override.startswith("trainer.")]
@@ -244,7 +249,7 @@ def plan_pretraining(arm: Arm, out_dir: Path) -> None:
 def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
     """Train the arm's pre-training into ``out_dir/<arm>/pretrain``, unless it has none or ``resume``
     finds it finished there."""
-    folder = out_dir / arm.spec.name / "pretrain"
+    folder = pretrain_folder(out_dir, arm.spec.name)
     if arm.pretraining is None or (resume and (folder / "model.safetensors").is_file()):
         return
     stages = [stage.name for stage in arm.pretraining.stages]
@@ -268,7 +273,7 @@ def check_finished_runs(arms: Sequence[Arm], budgets: Sequence[Budget], seeds: i
     """Check, before anything trains, every finished pre-training and (budget, seed) run that ``--resume``
     would read (:func:`check_reused`)."""
     for arm in arms:
-        folder = out_dir / arm.spec.name / "pretrain"
+        folder = pretrain_folder(out_dir, arm.spec.name)
         if arm.pretraining is not None and (folder / "model.safetensors").is_file():
             check_reused(arm.pretraining, folder)
         for budget in budgets:
@@ -463,7 +468,7 @@ def _curricula(out_dir: Path, names: list[str]) -> dict[str, Any]:
     """The probe scores and order of every arm whose pre-training chose a curriculum."""
     found = {}
     for name in names:
-        path = out_dir / name / "pretrain" / "curriculum.json"
+        path = pretrain_folder(out_dir, name) / "curriculum.json"
         if path.is_file():
             found[name] = json.loads(path.read_text())
     return found
