@@ -117,6 +117,15 @@ def test_a_curve_file_with_two_arms_and_two_budgets_runs_end_to_end(tmp_path: Pa
         assert line.startswith(f"error: {out / run / 'recipe.yaml'}: --resume reuses finished runs only")
         assert shown in line and line.count("\n") == 1
     assert (out / "curve.json").read_bytes() == finished
+    # a moved curve folder resumes: its runs follow their encoder to its new place
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    (moved / "rotation" / "b4-s0" / "metrics.json").unlink()  # one run left to finish there
+    run_cli("curve", write_curve(tmp_path), "--out", moved, "--resume")
+    for run in ("b4-s0", "ball-s0"):
+        recipe = yaml.safe_load((moved / "rotation" / run / "recipe.yaml").read_text())
+        assert recipe["model"]["pretrained"] == f"run:{(moved / 'rotation' / 'pretrain').resolve()}"
+    assert (moved / "curve.json").read_bytes() == finished
 
 
 def test_a_bad_curve_file_is_one_line(tmp_path: Path) -> None:

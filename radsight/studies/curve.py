@@ -44,7 +44,8 @@ some 12 GB at 48 px.
 
 ``--resume`` reads finished runs and pre-trainings back instead of training them, each first checked to
 be what the curve would train now (:func:`check_finished_runs`): a curve resumed with other recipes
-would otherwise mix runs of two experiments in one table.
+would otherwise mix runs of two experiments in one table. A curve folder that was moved resumes too: its
+runs name their start by absolute path, and :func:`follow_a_moved_curve` points them to its new place.
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ import numpy as np
 import yaml
 from pydantic import Field, ValidationError
 
-from radsight.checkpoints import write_json
-from radsight.config import LABEL_FREE_POOLS, Recipe, Strict, load_recipe, validation_problems
+from radsight.atomic import write_json, write_text
+from radsight.config import LABEL_FREE_POOLS, Recipe, Strict, load_recipe, read_yaml, validation_problems
 from radsight.data.assemble import build_splits
 from radsight.errors import ConfigError, DataError
 from radsight.metrics.classification import runs_mean_test, runs_mean_with_ci
+from radsight.nn.weights import RUN_PREFIX
 from radsight.report.cells import ci_cell, number
 from radsight.report.plots import Undrawable, label_efficiency_curves
 from radsight.report.scores import ImageScores
@@ -200,7 +202,7 @@ class Arm:
         overrides = [*self.overrides, *self.spec.overrides, *arm_overrides(self.base, budget, seed)]
         pretrained = self.pretrained
         if self.spec.start_from is not None:
-            pretrained = f"run:{start_run(out_dir, self.spec.start_from, budget, seed).resolve()}"
+            pretrained = f"{RUN_PREFIX}{start_run(out_dir, self.spec.start_from, budget, seed).resolve()}"
         return _with(load_recipe(self.spec.recipe, overrides), self.stages, pretrained)
 
 
@@ -234,7 +236,7 @@ def plan_pretraining(arm: Arm, out_dir: Path) -> None:
     every run of the arm then starts from that encoder."""
     folder = pretrain_folder(out_dir, arm.spec.name).resolve()
     if arm.spec.pretrain_recipe is not None:
-        arm.stages, arm.pretrained = arm.spec.stages, f"run:{folder}"
+        arm.stages, arm.pretrained = arm.spec.stages, f"{RUN_PREFIX}{folder}"
         trainer = [override for override in arm.overrides if override.startswith("trainer.")]
         arm.pretraining = load_recipe(arm.spec.pretrain_recipe, trainer)
         return
@@ -243,7 +245,7 @@ def plan_pretraining(arm: Arm, out_dir: Path) -> None:
     if not free or not rest or arm.spec.start_from is not None:
         arm.stages = None if arm.spec.stages is None else list(arm.spec.stages)
         return
-    arm.stages, arm.pretrained, arm.pretraining = rest, f"run:{folder}", _with(arm.base, free)
+    arm.stages, arm.pretrained, arm.pretraining = rest, f"{RUN_PREFIX}{folder}", _with(arm.base, free)
 
 
 def pretrain(arm: Arm, out_dir: Path, resume: bool) -> None:
@@ -267,6 +269,38 @@ def check_reused(recipe: Recipe, run_dir: Path) -> None:
             f"differs at {describe_changes(changes)}; rerun the curve into another --out, or remove "
             f"{run_dir} to train it again"
         )
+
+
+def follow_a_moved_curve(arms: Sequence[Arm], budgets: Sequence[Budget], seeds: int, out_dir: Path) -> None:
+    """A curve folder that was moved or copied: each run's ``recipe.yaml`` names the encoder it started
+    from by the folder's old absolute path. Where that path ends at the ``<arm>/<folder>`` the curve names
+    now, the run started from that same place in the curve, and its recipe is rewritten to the new path;
+    ``--resume`` then checks, reads and continues the run like any other. Other differences stay for
+    :func:`check_finished_runs` and ``train --resume`` to refuse."""
+    for arm in arms:
+        for budget in budgets:
+            for seed in range(seeds):
+                path = run_folder(out_dir, arm.spec.name, budget, seed) / RECIPE_FILE
+                if not path.is_file():
+                    continue
+                try:
+                    now = arm.recipe(budget, seed, out_dir).model.get("pretrained")
+                except DataError:  # the arm it starts from has no run there: nothing to follow
+                    continue
+                stored = read_yaml(path.read_text(), str(path))
+                model = stored.get("model") if isinstance(stored, dict) else None
+                before = model.get("pretrained") if isinstance(model, dict) else None
+                if _same_place_in_a_curve(before, now) and before != now:
+                    model["pretrained"] = now
+                    write_text(path, yaml.safe_dump(stored, sort_keys=False))
+                    log.info("%s: the curve folder moved; this run now names its start %s", path.parent, now)
+
+
+def _same_place_in_a_curve(before: Any, now: Any) -> bool:
+    """Both are ``run:`` paths ending at the same ``<arm>/<folder>`` (every start a curve names is one)."""
+    if not all(isinstance(value, str) and value.startswith(RUN_PREFIX) for value in (before, now)):
+        return False
+    return Path(before.removeprefix(RUN_PREFIX)).parts[-2:] == Path(now.removeprefix(RUN_PREFIX)).parts[-2:]
 
 
 def check_finished_runs(arms: Sequence[Arm], budgets: Sequence[Budget], seeds: int, out_dir: Path) -> None:
@@ -346,6 +380,7 @@ def run_arms(
     for arm in prepared:
         plan_pretraining(arm, out_dir)
     if resume:
+        follow_a_moved_curve(prepared, budgets, seeds, out_dir)
         check_finished_runs(prepared, budgets, seeds, out_dir)
     if probe_once:
         audit_once(first, out_dir, resume)
