@@ -75,6 +75,10 @@ from radsight.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
+LAST_CHECKPOINT = "last"
+"""A stage's one Lightning checkpoint, ``last.ckpt``, replaced after every epoch (and every
+``trainer.checkpoint_every_n_steps``)."""
+
 
 class EpochLog(Callback):
     """Write one JSON line per finished epoch (rank 0), so progress survives a kill. The line is written
@@ -212,6 +216,12 @@ def _check_accelerator(trainer: TrainerConfig) -> None:
         )
 
 
+def _last_checkpoint(stage_dir: Path, **when: Any) -> ModelCheckpoint:
+    """Lightning's checkpoint written over ``stage_dir/last.ckpt`` (atomically, by the trainer's
+    checkpoint IO) ``when`` asked: the one file a resume reads, without an ``epoch=N`` copy beside it."""
+    return ModelCheckpoint(dirpath=stage_dir, filename=LAST_CHECKPOINT, enable_version_counter=False, **when)
+
+
 def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callback]) -> L.Trainer:
     """Lightning's Trainer for one stage; settings it refuses (a strategy it does not know, a precision
     this machine cannot run, more devices than there are) are one ConfigError line."""
@@ -221,12 +231,9 @@ def _trainer(recipe: Recipe, stage_dir: Path, epochs: int, callbacks: list[Callb
         kwargs["limit_train_batches"] = cfg.limit_train_batches
     if cfg.channels_last:
         callbacks = [*callbacks, ChannelsLast()]
-    checkpoint = ModelCheckpoint(
-        dirpath=stage_dir, save_last=True, every_n_epochs=1, save_on_train_epoch_end=True
-    )
+    checkpoint = _last_checkpoint(stage_dir, every_n_epochs=1, save_on_train_epoch_end=True)
     if cfg.checkpoint_every_n_steps is not None:  # mid-epoch: a kill costs at most these steps
-        every = cfg.checkpoint_every_n_steps
-        steps = ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_train_steps=every)
+        steps = _last_checkpoint(stage_dir, every_n_train_steps=cfg.checkpoint_every_n_steps)
         callbacks = [steps, *callbacks]
     try:
         return L.Trainer(
@@ -370,7 +377,7 @@ def _train_stages(
             log.info("stage %s already finished: loading its weights", stage.name)
             load_weights(method, stage_dir / "stage.safetensors")
             continue
-        last = stage_dir / "last.ckpt"
+        last = stage_dir / f"{LAST_CHECKPOINT}.ckpt"
         resume_from = last if resume and last.is_file() else None
         first_epoch = (
             0 if resume_from is None else check_resume_checkpoint(resume_from, method, stage.name) + 1

@@ -140,6 +140,9 @@ def test_a_run_killed_mid_epoch_resumes_at_its_batch_bit_for_bit(tmp_path, recip
     train(recipe, tmp_path / "resumed", resume=True, require_test=False)
     whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    for run in ("whole", "resumed"):  # the step and the epoch checkpoints replace one file
+        stage = tmp_path / run / "stages" / "classify"
+        assert [path.name for path in stage.glob("*.ckpt")] == ["last.ckpt"]
 
 
 def test_without_per_epoch_seeds_and_schedule_catch_up_the_resumed_run_differs(
