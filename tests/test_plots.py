@@ -94,3 +94,14 @@ def test_label_efficiency_curves(tmp_path):
     assert_png(plots.label_efficiency_curves(results, tmp_path / "efficiency.png"))
     with pytest.raises(ValueError, match="positive"):
         plots.label_efficiency_curves({"x": [{"labels_per_class": 0, "value": 0.5}]}, tmp_path / "bad.png")
+
+
+def test_a_log_budget_axis_labels_plain_numbers_at_one_two_and_five():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    ax.plot([20, 60, 200, 600], [0.5, 0.6, 0.7, 0.8])
+    plots.plain_log_x(ax)
+    assert ax.xaxis.get_major_formatter()(100, 0) == "100"
+    minor = ax.xaxis.get_minor_formatter()
+    assert [minor(value, 0) for value in (20, 30, 50, 300, 500)] == ["20", "", "50", "", "500"]

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from numpy.typing import ArrayLike
 
 from radsight.atomic import atomic_write
@@ -203,8 +204,23 @@ def label_efficiency_curves(
         low, high = column("ci_low"), column("ci_high")
         if np.isfinite(low).any():
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
-    ax.set_xscale("log")
+    plain_log_x(ax)
     ax.set(xlabel=xlabel, ylabel=metric, title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(figure, path)
+
+
+def plain_log_x(ax: Axes) -> None:
+    """A log x axis labelled in plain numbers at 1, 2 and 5 of each decade (10, 20, 50, 100...):
+    matplotlib's default labels the minor ticks of a short range in powers of ten, which run into each
+    other."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(
+        FuncFormatter(lambda value, _: f"{value:g}" if _leading_digit(value) in (2, 5) else "")
+    )
+
+
+def _leading_digit(value: float) -> int:
+    return int(f"{value:e}"[0])
