@@ -142,9 +142,8 @@ def checkpointed_chunks(checkpoint: Path) -> list[str]:
         return []
 
 
-def test_an_interrupted_write_resumes_and_other_settings_are_refused(tmp_path: Path) -> None:
-    """A writer killed after some chunks were finished: run again, it keeps them and writes the rest."""
-    out = tmp_path / "shards"
+def kill_a_write(out: Path) -> Path:
+    """Run :data:`WRITER` into ``out`` and kill it once its checkpoint names two chunks; the checkpoint."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], env=env, start_new_session=True)
     checkpoint = out / ".checkpoints" / "checkpoint-0.json"
@@ -156,6 +155,13 @@ def test_an_interrupted_write_resumes_and_other_settings_are_refused(tmp_path: P
     os.killpg(writer.pid, signal.SIGKILL)
     writer.wait()
     assert not (out / CATALOG_FILE).exists(), "the writer must be killed before it finished"
+    return checkpoint
+
+
+def test_an_interrupted_write_resumes_and_other_settings_are_refused(tmp_path: Path) -> None:
+    """A writer killed after some chunks were finished: run again, it keeps them and writes the rest."""
+    out = tmp_path / "shards"
+    checkpoint = kill_a_write(out)
     # Only chunks the checkpoint names are finished: one moved into place after it may be redone.
     kept = {name: (out / name).stat().st_mtime_ns for name in checkpointed_chunks(checkpoint)}
     assert len(kept) >= 2
@@ -165,6 +171,22 @@ def test_an_interrupted_write_resumes_and_other_settings_are_refused(tmp_path: P
         write_shards(source, "phantom", {"n": 61}, out, progress=False)
     write_shards(source, "phantom", spec.options, out, chunk_bytes=150_000, progress=False)
     assert all((out / name).stat().st_mtime_ns == stamp for name, stamp in kept.items())  # not redone
+    shards = ShardsSource(out)
+    assert len(shards) == 60
+    for index in range(60):
+        assert_same_sample(source[index], shards[index])
+
+
+def test_a_write_killed_while_copying_its_checkpoint_is_redone_whole(tmp_path: Path) -> None:
+    """litdata copies a checkpoint in place: a kill mid-copy leaves half of it, which its resume cannot
+    read; the write starts that worker over instead of failing."""
+    out = tmp_path / "shards"
+    checkpoint = kill_a_write(out)
+    text = checkpoint.read_text()
+    checkpoint.write_text(text[: len(text) // 2])
+    spec = SourceSpec(name="phantom", options={"n": 60, "size": [96, 96]})
+    source = build_source(spec)
+    write_shards(source, "phantom", spec.options, out, chunk_bytes=150_000, progress=False)
     shards = ShardsSource(out)
     assert len(shards) == 60
     for index in range(60):

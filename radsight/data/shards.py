@@ -452,6 +452,7 @@ def write_shards(
     write_text(out, SETTINGS_FILE, settings, storage_options)
     local = Path(staging or _staging_folder(out, settings)) if is_remote(out) else Path(out)
     if not (local / INDEX_FILE).is_file():
+        _drop_torn_checkpoints(local)
         optimize(
             _Encoder(source, image_size, raw_pixels),
             list(range(len(source))),
@@ -472,6 +473,20 @@ def write_shards(
         _upload(local, str(out), storage_options)
     write_text(out, CATALOG_FILE, catalog.to_json(), storage_options)
     return catalog
+
+
+def _drop_torn_checkpoints(local: Path) -> None:
+    """litdata copies each worker's checkpoint into ``.checkpoints`` in place, so a kill during the copy
+    leaves half a JSON file that its resume fails on with a traceback; such a file is removed, and that
+    worker writes its shards again."""
+    for path in sorted((local / ".checkpoints").glob("*.json")):
+        try:
+            json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning(
+                "%s: half-written checkpoint of an interrupted write removed; its shards are redone", path
+            )
+            path.unlink()
 
 
 def _staging_folder(out: str | Path, settings: str) -> Path:
