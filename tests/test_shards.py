@@ -124,12 +124,14 @@ def test_shrunk_shards_map_back_onto_the_file(data_root: Path, tmp_path: Path) -
     )
 
 
-WRITER = """
+KILLED = SourceSpec(name="phantom", options={"n": 60, "size": [96, 96]})
+"""What :data:`WRITER` shards, in chunks small enough that a kill finds some finished."""
+WRITER = f"""
 import sys
 from radsight.config import SourceSpec
 from radsight.data.assemble import build_source
 from radsight.data.shards import write_shards
-spec = SourceSpec(name="phantom", options={"n": 60, "size": [96, 96]})
+spec = SourceSpec(name="phantom", options={KILLED.options!r})
 write_shards(build_source(spec), "phantom", spec.options, sys.argv[1], chunk_bytes=150_000, progress=False)
 """
 
@@ -158,6 +160,15 @@ def kill_a_write(out: Path) -> Path:
     return checkpoint
 
 
+def finish_the_killed_write(source: object, out: Path) -> None:
+    """Run :data:`WRITER`'s write again in this process: every sample reads back as ``source`` has it."""
+    write_shards(source, "phantom", KILLED.options, out, chunk_bytes=150_000, progress=False)
+    shards = ShardsSource(out)
+    assert len(shards) == len(source)
+    for index in range(len(source)):
+        assert_same_sample(source[index], shards[index])
+
+
 def test_an_interrupted_write_resumes_and_other_settings_are_refused(tmp_path: Path) -> None:
     """A writer killed after some chunks were finished: run again, it keeps them and writes the rest."""
     out = tmp_path / "shards"
@@ -165,16 +176,12 @@ def test_an_interrupted_write_resumes_and_other_settings_are_refused(tmp_path: P
     # Only chunks the checkpoint names are finished: one moved into place after it may be redone.
     kept = {name: (out / name).stat().st_mtime_ns for name in checkpointed_chunks(checkpoint)}
     assert len(kept) >= 2
-    spec = SourceSpec(name="phantom", options={"n": 60, "size": [96, 96]})
-    source = build_source(spec)
+    source = build_source(KILLED)
     with pytest.raises(ConfigError, match="unfinished write of other settings"):
         write_shards(source, "phantom", {"n": 61}, out, progress=False)
-    write_shards(source, "phantom", spec.options, out, chunk_bytes=150_000, progress=False)
+    finish_the_killed_write(source, out)
+    assert len(source) == 60
     assert all((out / name).stat().st_mtime_ns == stamp for name, stamp in kept.items())  # not redone
-    shards = ShardsSource(out)
-    assert len(shards) == 60
-    for index in range(60):
-        assert_same_sample(source[index], shards[index])
 
 
 def test_a_write_killed_while_copying_its_checkpoint_is_redone_whole(tmp_path: Path) -> None:
@@ -184,13 +191,7 @@ def test_a_write_killed_while_copying_its_checkpoint_is_redone_whole(tmp_path: P
     checkpoint = kill_a_write(out)
     text = checkpoint.read_text()
     checkpoint.write_text(text[: len(text) // 2])
-    spec = SourceSpec(name="phantom", options={"n": 60, "size": [96, 96]})
-    source = build_source(spec)
-    write_shards(source, "phantom", spec.options, out, chunk_bytes=150_000, progress=False)
-    shards = ShardsSource(out)
-    assert len(shards) == 60
-    for index in range(60):
-        assert_same_sample(source[index], shards[index])
+    finish_the_killed_write(build_source(KILLED), out)
 
 
 def test_a_bad_file_is_kept_as_its_problem(tmp_path: Path) -> None:
